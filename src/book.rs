@@ -1,0 +1,455 @@
+//! Books: per-thread counters per site, and per-thread lists of live recorded
+//! blocks.
+//!
+//! Each thread that records something gets a book. The thread adds to its own
+//! book's counters with plain load+store (it is the only writer), so recording
+//! writes no cache line that another core writes; a snapshot sums all books.
+//! A block freed on another thread is counted in the *freeing* thread's book,
+//! against the site that allocated it: sums do not care where a number was
+//! written. Books are never freed: a thread's exit hook returns its book to a
+//! pool and the next new thread reuses it, counters and live blocks included.
+//!
+//! Book 0 is shared: threads whose exit hook already ran (allocations made by
+//! later thread-local destructors) and threads beyond `MAX_BOOKS` use it, with
+//! atomic read-modify-write counters.
+//!
+//! The live list of a book is an intrusive doubly linked list through the
+//! block headers, guarded by the book's spin lock. The owner links and
+//! unlinks its own blocks (uncontended); another thread takes the lock only to
+//! free one of them, or to walk the list for a snapshot. Nothing inside the
+//! lock allocates or takes another lock.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+
+use crate::guard::STATE;
+use crate::header::{self, Header};
+
+/// Sites per counter chunk.
+const CHUNK: usize = 256;
+/// Most sites a book can count (and so most sites in the table).
+pub(crate) const MAX_SITES: usize = 1 << 20;
+const DIR: usize = MAX_SITES / CHUNK;
+/// Most books (threads recording at once, plus the shared book 0).
+const MAX_BOOKS: usize = 1 << 16;
+/// Entries in a book's direct-mapped stack-hash -> site cache.
+const CACHE: usize = 1024;
+
+/// Counters of one site in one book. Weighted counts are fixed point with 16
+/// fractional bits, so sampled estimates lose nothing to rounding per event.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) alloc_count: AtomicU64,
+    pub(crate) free_bytes: AtomicU64,
+    pub(crate) free_count: AtomicU64,
+}
+
+/// Fixed-point scale of the count counters.
+pub(crate) const COUNT_ONE: u64 = 1 << 16;
+
+struct Chunk([Counters; CHUNK]);
+
+/// A sum of counters over all books, for one site.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct Totals {
+    pub(crate) alloc_bytes: u64,
+    pub(crate) alloc_count: u64,
+    pub(crate) free_bytes: u64,
+    pub(crate) free_count: u64,
+}
+
+pub(crate) struct Book {
+    index: u16,
+    /// Book 0: several threads may write its counters at once.
+    shared: bool,
+    /// Owned by a live thread (or, for book 0, always).
+    in_use: AtomicBool,
+    /// Guards `head` and the list links in the headers of its blocks.
+    lock: AtomicBool,
+    head: UnsafeCell<usize>,
+    chunks: [AtomicPtr<Chunk>; DIR],
+    /// Written only by the owning thread (never used for the shared book).
+    cache: UnsafeCell<[(u64, u32); CACHE]>,
+    /// Raw (unweighted) bytes of headers and padding of live recorded blocks
+    /// this book allocated minus those it freed: the tracker's own overhead.
+    pad_alloc: AtomicU64,
+    pad_free: AtomicU64,
+}
+
+// SAFETY: `head` is only touched under `lock`; `cache` only by the owning
+// thread while `in_use` says it owns the book (and never for the shared book);
+// everything else is atomic.
+unsafe impl Sync for Book {}
+
+static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_BOOKS];
+static BOOK_COUNT: AtomicUsize = AtomicUsize::new(0);
+/// Serialises creating and handing out books (rare: once per thread).
+/// Lock order: `POOL` is taken alone; nothing else is locked while it is held.
+static POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Book {
+    /// A fresh book, leaked. Returns `None` if the inner allocator is out of
+    /// memory. Must run under the guard (the allocation is then unrecorded).
+    fn new(index: u16, shared: bool) -> Option<&'static Book> {
+        // Allocated zeroed rather than built on the stack: a book is ~48 KiB,
+        // too much to put on the stack of whatever code is allocating.
+        let layout = std::alloc::Layout::new::<Book>();
+        // SAFETY: non-zero size. All-zero bytes are a valid `Book` (atomics,
+        // `UnsafeCell`s of integers and null pointers, `false` flags).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Book;
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: `p` is a valid, exclusively owned, zero-initialised Book.
+        let book = unsafe { &mut *p };
+        book.index = index;
+        book.shared = shared;
+        book.in_use = AtomicBool::new(true);
+        Some(book)
+    }
+
+    pub(crate) fn index(&self) -> u16 {
+        self.index
+    }
+
+    fn counters(&self, site: u32) -> Option<&Counters> {
+        let site = site as usize;
+        let slot = self.chunks.get(site / CHUNK)?;
+        let mut chunk = slot.load(Acquire);
+        if chunk.is_null() {
+            chunk = self.new_chunk(slot)?;
+        }
+        // SAFETY: chunks are allocated zeroed (a valid all-zero `Counters`
+        // array), published with Release, and never freed.
+        Some(unsafe { &(*chunk).0[site % CHUNK] })
+    }
+
+    #[cold]
+    fn new_chunk(&self, slot: &AtomicPtr<Chunk>) -> Option<*mut Chunk> {
+        let layout = std::alloc::Layout::new::<Chunk>();
+        // SAFETY: the layout has a non-zero size. Called under the guard, so
+        // this goes straight to the inner allocator.
+        let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Chunk;
+        if fresh.is_null() {
+            return None;
+        }
+        match slot.compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
+            Ok(_) => Some(fresh),
+            Err(existing) => {
+                // Only the shared book can race here.
+                // SAFETY: `fresh` was allocated above with `layout` and never published.
+                unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
+                Some(existing)
+            }
+        }
+    }
+
+    #[inline]
+    fn add(&self, cell: &AtomicU64, v: u64) {
+        if self.shared {
+            cell.fetch_add(v, Relaxed);
+        } else {
+            // Single writer: no read-modify-write instruction needed.
+            cell.store(cell.load(Relaxed).wrapping_add(v), Relaxed);
+        }
+    }
+
+    pub(crate) fn count_alloc(&self, site: u32, bytes: u64, count: u64, pad: usize) {
+        if let Some(c) = self.counters(site) {
+            self.add(&c.alloc_bytes, bytes);
+            self.add(&c.alloc_count, count);
+        }
+        self.add(&self.pad_alloc, pad as u64);
+    }
+
+    pub(crate) fn count_free(&self, site: u32, bytes: u64, count: u64, pad: usize) {
+        if let Some(c) = self.counters(site) {
+            self.add(&c.free_bytes, bytes);
+            self.add(&c.free_count, count);
+        }
+        self.add(&self.pad_free, pad as u64);
+    }
+
+    /// Looks `hash` up in this thread's site cache.
+    pub(crate) fn cached_site(&self, hash: u64) -> Option<u32> {
+        if self.shared {
+            return None;
+        }
+        // SAFETY: only the owning thread touches the cache (type invariant).
+        let cache = unsafe { &*self.cache.get() };
+        let (h, site) = cache[(hash as usize) % CACHE];
+        (h == hash).then_some(site)
+    }
+
+    pub(crate) fn cache_site(&self, hash: u64, site: u32) {
+        if self.shared {
+            return;
+        }
+        // SAFETY: only the owning thread touches the cache (type invariant).
+        let cache = unsafe { &mut *self.cache.get() };
+        cache[(hash as usize) % CACHE] = (hash, site);
+    }
+
+    fn lock(&self) -> ListGuard<'_> {
+        let mut spins = 0u32;
+        while self.lock.compare_exchange_weak(false, true, Acquire, Relaxed).is_err() {
+            while self.lock.load(Relaxed) {
+                spins += 1;
+                if spins < 100 {
+                    std::hint::spin_loop();
+                } else {
+                    // A syscall, no allocation: safe inside the allocator.
+                    std::thread::yield_now();
+                }
+            }
+        }
+        ListGuard { book: self }
+    }
+
+    /// Links a recorded block (header already written) at the list head.
+    ///
+    /// # Safety
+    /// `user` must be a recorded block not in any list.
+    pub(crate) unsafe fn link(&self, user: usize) {
+        let _g = self.lock();
+        // SAFETY: we hold the lock; `head` is 0 or a recorded block in this list.
+        unsafe {
+            let head = *self.head.get();
+            header::set_prev(user, 0);
+            header::set_next(user, head);
+            if head != 0 {
+                header::set_prev(head, user);
+            }
+            *self.head.get() = user;
+        }
+    }
+
+    /// Unlinks a recorded block from this book's list.
+    ///
+    /// # Safety
+    /// `user` must be a recorded block in this book's list.
+    pub(crate) unsafe fn unlink(&self, user: usize) {
+        let _g = self.lock();
+        // SAFETY: we hold the lock; `user` and its neighbours are in this list.
+        unsafe {
+            let (prev, next) = header::links(user);
+            if prev != 0 {
+                header::set_next(prev, next);
+            } else {
+                *self.head.get() = next;
+            }
+            if next != 0 {
+                header::set_prev(next, prev);
+            }
+        }
+    }
+
+    /// Calls `f` with the header of every block in the list, holding the lock
+    /// (so `f` must not allocate: it copies into pre-reserved space).
+    fn walk(&self, mut f: impl FnMut(&Header)) {
+        let _g = self.lock();
+        // SAFETY: we hold the lock, so every block in the list stays recorded
+        // (a free unlinks under this lock before releasing the memory).
+        let mut cur = unsafe { *self.head.get() };
+        while cur != 0 {
+            // SAFETY: as above.
+            let h = unsafe { header::read(cur as *mut u8) };
+            f(&h);
+            cur = h.next;
+        }
+    }
+}
+
+struct ListGuard<'a> {
+    book: &'a Book,
+}
+
+impl Drop for ListGuard<'_> {
+    fn drop(&mut self) {
+        self.book.lock.store(false, Release);
+    }
+}
+
+/// The book with this index (the shared one if it no longer exists).
+pub(crate) fn by_index(index: u16) -> &'static Book {
+    if index == 0 {
+        return shared();
+    }
+    let p = BOOKS[index as usize].load(Acquire);
+    if p.is_null() {
+        return shared();
+    }
+    // SAFETY: published books are leaked boxes, never freed.
+    unsafe { &*p }
+}
+
+fn shared() -> &'static Book {
+    &SHARED
+}
+
+/// Book 0, a static so that it exists without allocating.
+static SHARED: Book = Book {
+    index: 0,
+    shared: true,
+    in_use: AtomicBool::new(true),
+    lock: AtomicBool::new(false),
+    head: UnsafeCell::new(0),
+    chunks: [const { AtomicPtr::new(std::ptr::null_mut()) }; DIR],
+    cache: UnsafeCell::new([(0, 0); CACHE]),
+    pad_alloc: AtomicU64::new(0),
+    pad_free: AtomicU64::new(0),
+};
+
+/// This thread's book, acquiring one on first use. Must run under the guard.
+#[inline]
+pub(crate) fn current() -> &'static Book {
+    let p = STATE.try_with(|s| s.book.get()).unwrap_or(std::ptr::null());
+    if !p.is_null() {
+        // SAFETY: the pointer was set by `acquire` to a leaked, never-freed book.
+        return unsafe { &*p };
+    }
+    acquire()
+}
+
+#[cold]
+fn acquire() -> &'static Book {
+    let exiting = STATE.try_with(|s| s.exiting.get()).unwrap_or(true);
+    if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
+        // The exit hook cannot run (again) for this thread.
+        return shared();
+    }
+    let book = {
+        let _pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let n = BOOK_COUNT.load(Acquire);
+        let reused = (1..n).find_map(|i| {
+            let p = BOOKS[i].load(Acquire);
+            // SAFETY: published books are leaked boxes, never freed.
+            let b = unsafe { &*p };
+            b.in_use.compare_exchange(false, true, AcqRel, Relaxed).is_ok().then_some(b)
+        });
+        match reused {
+            Some(b) => b,
+            None if n.max(1) < MAX_BOOKS => {
+                let i = n.max(1);
+                let Some(b) = Book::new(i as u16, false) else {
+                    return shared();
+                };
+                BOOKS[i].store(b as *const Book as *mut Book, Release);
+                BOOK_COUNT.store(i + 1, Release);
+                b
+            }
+            None => return shared(),
+        }
+    };
+    let _ = STATE.try_with(|s| s.book.set(book));
+    book
+}
+
+/// Releases the thread's book when the thread exits.
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|s| {
+            s.exiting.set(true);
+            let p = s.book.replace(std::ptr::null());
+            if !p.is_null() {
+                // SAFETY: set by `acquire` to a leaked, never-freed book.
+                unsafe { &*p }.in_use.store(false, Release);
+            }
+        });
+    }
+}
+
+thread_local! {
+    // Touching it (in `acquire`, under the guard) registers its destructor;
+    // registration may allocate, which the guard sends to the inner allocator.
+    static EXIT_HOOK: ExitHook = const { ExitHook };
+}
+
+/// Every book created so far.
+fn all() -> impl Iterator<Item = &'static Book> {
+    let n = BOOK_COUNT.load(Acquire);
+    std::iter::once(shared()).chain((1..n).filter_map(|i| {
+        let p = BOOKS[i].load(Acquire);
+        // SAFETY: published books are leaked boxes, never freed.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }))
+}
+
+/// Sums the counters of sites `0..nsites` over all books.
+pub(crate) fn gather(nsites: usize) -> Vec<Totals> {
+    let mut out = vec![Totals::default(); nsites];
+    for book in all() {
+        for (ci, slot) in book.chunks.iter().enumerate() {
+            if ci * CHUNK >= nsites {
+                break;
+            }
+            let chunk = slot.load(Acquire);
+            if chunk.is_null() {
+                continue;
+            }
+            // SAFETY: published chunks are valid and never freed.
+            let chunk = unsafe { &*chunk };
+            for (i, c) in chunk.0.iter().enumerate() {
+                let Some(t) = out.get_mut(ci * CHUNK + i) else { break };
+                t.alloc_bytes = t.alloc_bytes.wrapping_add(c.alloc_bytes.load(Relaxed));
+                t.alloc_count = t.alloc_count.wrapping_add(c.alloc_count.load(Relaxed));
+                t.free_bytes = t.free_bytes.wrapping_add(c.free_bytes.load(Relaxed));
+                t.free_count = t.free_count.wrapping_add(c.free_count.load(Relaxed));
+            }
+        }
+    }
+    out
+}
+
+/// One live recorded block, as copied out of a list.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LiveBlock {
+    pub(crate) site: u32,
+    pub(crate) birth_us: u64,
+    pub(crate) size: u64,
+    pub(crate) weight: f32,
+}
+
+/// Copies every live recorded block out of every book's list. Each list is
+/// locked only while it is copied; the copy never allocates under the lock
+/// (space is reserved first, and a list that outgrew it is copied again).
+pub(crate) fn live_blocks() -> Vec<LiveBlock> {
+    let mut out = Vec::new();
+    for book in all() {
+        let mut reserve = 1024;
+        loop {
+            out.reserve(reserve);
+            let room = out.capacity() - out.len();
+            let start = out.len();
+            let mut overflow = false;
+            book.walk(|h| {
+                if out.len() - start < room {
+                    out.push(LiveBlock { site: h.site, birth_us: h.birth_us(), size: h.size(), weight: h.weight });
+                } else {
+                    overflow = true;
+                }
+            });
+            if !overflow {
+                break;
+            }
+            out.truncate(start);
+            reserve = room * 2;
+        }
+    }
+    out
+}
+
+/// Bytes the tracker holds in books and in block headers and padding.
+pub(crate) fn overhead_bytes() -> u64 {
+    let mut total = 0u64;
+    for book in all() {
+        total += std::mem::size_of::<Book>() as u64;
+        let chunks = book.chunks.iter().filter(|c| !c.load(Relaxed).is_null()).count() as u64;
+        total += chunks * std::mem::size_of::<Chunk>() as u64;
+        total = total.wrapping_add(book.pad_alloc.load(Relaxed)).wrapping_sub(book.pad_free.load(Relaxed));
+    }
+    total
+}

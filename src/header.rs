@@ -1,0 +1,252 @@
+//! The header in front of every recorded block, and how a free tells a
+//! recorded block from an unrecorded one without any table.
+//!
+//! A recorded block is allocated from the inner allocator with `pad(align)`
+//! extra bytes and handed out at `base + off`. The 48 bytes just below the
+//! user pointer hold a [`Header`]; its last field is a magic word derived from
+//! the user pointer and a per-process secret.
+//!
+//! **Invariant (recognition):** every recorded user pointer `p` satisfies
+//! `p % 4096 >= 8`, so the 8 bytes below it lie in the same page as `p` itself.
+//! A free of any pointer `p` with `p % 4096 >= 8` may therefore read those 8
+//! bytes (the page is mapped because the block's first byte is in it) and
+//! compare them with `magic(p)`; a pointer with `p % 4096 < 8` is never
+//! recorded. This test is a load and a compare: no lock, no lookup, no shared
+//! write, in every mode.
+//!
+//! **Invariant (no stale magic):** the magic is cleared before a recorded
+//! block goes back to the inner allocator (free, or a realloc that may move
+//! it), so a later unrecorded block at the same address cannot match. A false
+//! match otherwise needs the 8 bytes below an unrecorded block to equal a
+//! 64-bit value that depends on an ASLR-randomised secret.
+//!
+//! The inner allocator always gets back the exact layout it handed out:
+//! `(size + pad(align), align)` with the caller's own `align`, recomputable
+//! from the caller's layout alone, whatever the sample interval is by then.
+//! Allocations with `align >= 4096` are never recorded (their user pointer is
+//! page-aligned by definition).
+
+use std::alloc::Layout;
+
+/// Size of the header below each recorded user pointer.
+pub(crate) const HEADER_SIZE: usize = 48;
+const PAGE: usize = 4096;
+
+/// Bookkeeping for one recorded block. Stored unaligned (the caller's
+/// alignment may be 1), always read and written whole with
+/// `read_unaligned`/`write_unaligned`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    /// Neighbours in the owning book's live list (user pointers, 0 = none).
+    /// Guarded by that book's lock.
+    pub(crate) prev: usize,
+    pub(crate) next: usize,
+    /// Birth in microseconds since the tracker's epoch (low 48 bits) and the
+    /// distance from the inner allocation's base to the user pointer (high 16).
+    birth_off: u64,
+    /// Requested size (low 48 bits) and the index of the book whose live list
+    /// holds the block (high 16).
+    size_book: u64,
+    /// Site that allocated the block: the free is charged here.
+    pub(crate) site: u32,
+    /// Unbiasing weight fixed at record time (1 in exact mode).
+    pub(crate) weight: f32,
+    /// `magic(user)`; must stay the last field (it sits at `user - 8`).
+    pub(crate) magic: u64,
+}
+
+const LOW48: u64 = (1 << 48) - 1;
+
+impl Header {
+    /// A header for a block at `user`, not yet linked.
+    pub(crate) fn new(user: usize, size: usize, off: usize, book: u16, site: u32, weight: f32, birth_us: u64) -> Header {
+        Header {
+            prev: 0,
+            next: 0,
+            birth_off: (birth_us & LOW48) | ((off as u64) << 48),
+            size_book: ((size as u64) & LOW48) | ((book as u64) << 48),
+            site,
+            weight,
+            magic: magic(user),
+        }
+    }
+    pub(crate) fn birth_us(&self) -> u64 {
+        self.birth_off & LOW48
+    }
+    pub(crate) fn off(&self) -> usize {
+        (self.birth_off >> 48) as usize
+    }
+    pub(crate) fn size(&self) -> u64 {
+        self.size_book & LOW48
+    }
+    pub(crate) fn book(&self) -> u16 {
+        (self.size_book >> 48) as u16
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+
+/// Largest alignment we record; see the module docs.
+pub(crate) const MAX_RECORDED_ALIGN: usize = PAGE / 2;
+
+/// The smallest offset that leaves room for the header and keeps alignment.
+#[inline]
+fn off_min(align: usize) -> usize {
+    HEADER_SIZE.next_multiple_of(align)
+}
+
+/// Extra bytes a recorded block of this alignment takes from the inner
+/// allocator: the header (rounded up to `align`) plus one step of slack to
+/// move the user pointer off a page boundary.
+#[inline]
+pub(crate) fn pad(align: usize) -> usize {
+    off_min(align) + align.max(8)
+}
+
+/// The inner layout of a recorded block whose caller layout is `layout`, or
+/// `None` if such a block cannot be recorded.
+#[inline]
+pub(crate) fn inner_layout(layout: Layout) -> Option<Layout> {
+    if layout.align() > MAX_RECORDED_ALIGN {
+        return None;
+    }
+    let size = layout.size().checked_add(pad(layout.align()))?;
+    Layout::from_size_align(size, layout.align()).ok()
+}
+
+/// Where to put the user pointer in an inner block at `base`: the smallest
+/// aligned offset with room for the header whose result is not within 8
+/// bytes of a page start.
+#[inline]
+pub(crate) fn choose_off(base: usize, align: usize) -> usize {
+    let off = off_min(align);
+    if (base + off) % PAGE < 8 {
+        // One step of max(align, 8) moves the page offset to at least 8.
+        off + align.max(8)
+    } else {
+        off
+    }
+}
+
+#[inline(always)]
+fn secret() -> u64 {
+    static ANCHOR: u8 = 0;
+    // The address of a static differs per run under ASLR; mixing a constant
+    // in keeps the magic from looking like a pointer or a small integer.
+    (&ANCHOR as *const u8 as u64) ^ 0xA5C3_5A3C_96E1_F00D
+}
+
+#[inline(always)]
+pub(crate) fn magic(user: usize) -> u64 {
+    ((user as u64) ^ secret()).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// Returns true if `user` is a block this tracker recorded (and has not
+/// released).
+///
+/// # Safety
+/// `user` must be a live block of at least one byte handed out by the global
+/// allocator (the caller is freeing or reallocating it).
+#[inline(always)]
+pub(crate) unsafe fn is_recorded(user: *mut u8) -> bool {
+    let addr = user as usize;
+    if addr % PAGE < 8 {
+        return false;
+    }
+    // SAFETY: `addr - 8 .. addr` lies in the same page as `addr` (checked just
+    // above), and that page is mapped because the caller's live block starts
+    // at `addr`. The bytes may belong to anything (allocator metadata, the
+    // tail of another block); we only compare them, never trust them, and an
+    // unaligned read of 8 bytes cannot fault within a mapped page.
+    let word = unsafe { std::ptr::read_unaligned((addr - 8) as *const u64) };
+    word == magic(addr)
+}
+
+/// # Safety
+/// `user` must be a recorded block (see [`is_recorded`]).
+#[inline]
+pub(crate) unsafe fn read(user: *mut u8) -> Header {
+    // SAFETY: a recorded block has HEADER_SIZE bytes of ours below `user`.
+    unsafe { std::ptr::read_unaligned(user.sub(HEADER_SIZE) as *const Header) }
+}
+
+/// # Safety
+/// `user - HEADER_SIZE .. user` must be memory of a block we are recording.
+#[inline]
+pub(crate) unsafe fn write(user: *mut u8, h: &Header) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::write_unaligned(user.sub(HEADER_SIZE) as *mut Header, *h) }
+}
+
+/// Clears the magic so the block is no longer recognised.
+///
+/// # Safety
+/// As [`write`].
+#[inline]
+pub(crate) unsafe fn clear_magic(user: *mut u8) {
+    // SAFETY: guaranteed by the caller; the magic is the header's last word.
+    unsafe { std::ptr::write_unaligned(user.sub(8) as *mut u64, 0) }
+}
+
+/// Sets the magic for `user`.
+///
+/// # Safety
+/// As [`write`].
+#[inline]
+pub(crate) unsafe fn set_magic(user: *mut u8) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { std::ptr::write_unaligned(user.sub(8) as *mut u64, magic(user as usize)) }
+}
+
+/// Reads the list links of a recorded block.
+///
+/// # Safety
+/// `user` must be a recorded block and the caller must hold its book's lock.
+#[inline]
+pub(crate) unsafe fn links(user: usize) -> (usize, usize) {
+    // SAFETY: guaranteed by the caller.
+    let h = unsafe { read(user as *mut u8) };
+    (h.prev, h.next)
+}
+
+/// # Safety
+/// As [`links`].
+#[inline]
+pub(crate) unsafe fn set_prev(user: usize, prev: usize) {
+    // SAFETY: guaranteed by the caller; `prev` is the header's first field.
+    unsafe { std::ptr::write_unaligned((user - HEADER_SIZE) as *mut usize, prev) }
+}
+
+/// # Safety
+/// As [`links`].
+#[inline]
+pub(crate) unsafe fn set_next(user: usize, next: usize) {
+    // SAFETY: guaranteed by the caller; `next` is the header's second field.
+    unsafe { std::ptr::write_unaligned((user - HEADER_SIZE + 8) as *mut usize, next) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_keep_alignment_and_avoid_page_starts() {
+        for align in [1usize, 2, 4, 8, 16, 32, 64, 256, 2048] {
+            for base in (0..3 * PAGE).step_by(align) {
+                let off = choose_off(base, align);
+                let user = base + off;
+                assert_eq!(user % align, 0, "align {align} base {base}");
+                assert!(user % PAGE >= 8, "align {align} base {base}");
+                assert!(off >= HEADER_SIZE);
+                assert!(off <= pad(align), "fits in the padding");
+            }
+        }
+    }
+
+    #[test]
+    fn big_alignments_are_not_recorded() {
+        assert!(inner_layout(Layout::from_size_align(64, 4096).unwrap()).is_none());
+        assert!(inner_layout(Layout::from_size_align(64, 2048).unwrap()).is_some());
+    }
+}

@@ -1,0 +1,62 @@
+//! # leakscope
+//!
+//! A heap-growth profiler for Rust programs that stays switched on in
+//! production. Install [`Tracker`] as the global allocator; at any moment ask
+//! which call stacks hold the live heap ([`snapshot()`]) and which of them
+//! grew since a moment ago ([`Snapshot::diff`]).
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! #[global_allocator]
+//! static GLOBAL: leakscope::Tracker = leakscope::Tracker::system();
+//!
+//! fn main() {
+//!     let before = leakscope::snapshot();
+//!     // ... run the workload ...
+//!     let after = leakscope::snapshot();
+//!     println!("{}", after.diff(&before)); // the sites that grew, largest first
+//! }
+//! ```
+//!
+//! ## How it works
+//!
+//! Allocations are sampled as a Poisson process over bytes (mean interval
+//! 512 KiB by default, like Go and jemalloc); each sampled block carries the
+//! weight that makes per-site estimates unbiased. A sample interval of 1
+//! records every allocation exactly. A recorded block gets a small header in
+//! front of it, so freeing it needs no table lookup, and an unrecorded block
+//! is recognised by a single compare. Counters are kept per thread and summed
+//! when a snapshot is taken; stacks are symbolized only when a report asks.
+//!
+//! ## Finding a leak
+//!
+//! Take a snapshot, let the program run, take another, and read the diff: a
+//! logical leak (a global `Vec` that only grows, a cache never evicted, a
+//! `Box::leak` in a loop) shows up as the stack whose live bytes keep growing.
+
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod alloc;
+mod book;
+mod clock;
+mod error;
+mod guard;
+mod header;
+mod record;
+mod report;
+mod sampling;
+mod sites;
+mod snapshot;
+mod stack;
+mod symbolize;
+
+pub use alloc::Tracker;
+pub use error::Error;
+pub use sampling::{DEFAULT_SAMPLE_INTERVAL, set_sample_interval};
+pub use snapshot::{Diff, Site, SiteDelta, Snapshot, snapshot};
+pub use stack::Unwinder;
+pub use symbolize::Frame;

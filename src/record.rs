@@ -1,0 +1,239 @@
+//! The recorder: the slow paths the allocator takes for sampled allocations
+//! and for frees and reallocs of recorded blocks.
+//!
+//! Each function here holds the reentrancy guard while it works and falls
+//! back to plain forwarding when it cannot record (guard already held, an
+//! alignment we do not record). Ordering rules (addresses are reused at once
+//! by the inner allocator):
+//! - a block's record is written and linked only after the inner allocation
+//!   returned it;
+//! - a block's record is unlinked and its magic cleared before the inner
+//!   allocator gets it back (free, or a realloc that may move it); if an inner
+//!   realloc fails, the old record is restored.
+
+use std::alloc::{GlobalAlloc, Layout};
+
+use crate::book::{self, Book, COUNT_ONE};
+use crate::guard::Guard;
+use crate::header::{self, Header};
+use crate::stack::{self, Unwinder};
+use crate::{clock, sites};
+
+/// Estimated bytes a block of `size` with `weight` stands for.
+#[inline]
+pub(crate) fn est_bytes(size: u64, weight: f32) -> u64 {
+    if weight == 1.0 {
+        size
+    } else {
+        (size as f64 * weight as f64).round() as u64
+    }
+}
+
+/// Estimated allocations (fixed point, `COUNT_ONE` = 1) a block stands for.
+#[inline]
+pub(crate) fn est_count(weight: f32) -> u64 {
+    if weight == 1.0 {
+        COUNT_ONE
+    } else {
+        (weight as f64 * COUNT_ONE as f64).round() as u64
+    }
+}
+
+/// Captures the stack and finds its site. Under the guard.
+fn site_here(unwinder: Unwinder, book: &Book) -> u32 {
+    let stack = stack::capture(unwinder);
+    sites::site_of(&stack, book)
+}
+
+/// Writes the header of a freshly placed block and books it.
+///
+/// # Safety
+/// `user` must have `header::HEADER_SIZE` bytes of ours below it.
+unsafe fn book_new(user: *mut u8, size: usize, off: usize, align: usize, site: u32, weight: f32, book: &Book) {
+    let h = Header::new(user as usize, size, off, book.index(), site, weight, clock::now_us());
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        header::write(user, &h);
+        book.link(user as usize);
+    }
+    book.count_alloc(site, est_bytes(size as u64, weight), est_count(weight), header::pad(align));
+}
+
+/// Takes a recorded block out of the books: unlinks it and clears its magic.
+/// The free is not counted yet (see [`count_free`]), so a failed inner
+/// realloc can put the record back without a trace.
+///
+/// # Safety
+/// `user` must be a recorded block.
+unsafe fn unlink(user: *mut u8) -> Header {
+    // SAFETY: guaranteed by the caller.
+    let h = unsafe { header::read(user) };
+    // SAFETY: a recorded block is in its owner's list.
+    unsafe {
+        book::by_index(h.book()).unlink(user as usize);
+        header::clear_magic(user);
+    }
+    h
+}
+
+/// Charges the free of a block to the site that allocated it, in the freeing
+/// thread's book.
+fn count_free(h: &Header, size: usize, align: usize) {
+    book::current().count_free(h.site, est_bytes(size as u64, h.weight), est_count(h.weight), header::pad(align));
+}
+
+/// Puts a record back after a failed inner realloc.
+///
+/// # Safety
+/// `user` must be the block `h` was read from, unchanged since [`unlink`].
+unsafe fn relink(user: *mut u8, h: &Header) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        header::set_magic(user);
+        book::by_index(h.book()).link(user as usize);
+    }
+}
+
+/// Allocates a recorded block (sampled allocation).
+///
+/// # Safety
+/// As `GlobalAlloc::alloc` with `layout`.
+pub(crate) unsafe fn alloc<A: GlobalAlloc>(
+    inner: &A,
+    layout: Layout,
+    zeroed: bool,
+    weight: f32,
+    unwinder: Unwinder,
+) -> *mut u8 {
+    // SAFETY (all plain forwards below): the caller's `layout` contract.
+    let plain = || unsafe { if zeroed { inner.alloc_zeroed(layout) } else { inner.alloc(layout) } };
+    let Some(_guard) = Guard::enter() else { return plain() };
+    let Some(il) = header::inner_layout(layout) else { return plain() };
+    let book = book::current();
+    let site = site_here(unwinder, book);
+    // SAFETY: `il` has a non-zero size (it includes the header).
+    let base = unsafe { if zeroed { inner.alloc_zeroed(il) } else { inner.alloc(il) } };
+    if base.is_null() {
+        return base;
+    }
+    let off = header::choose_off(base as usize, layout.align());
+    // SAFETY: `off + layout.size() <= il.size()` (see `header::pad`).
+    let user = unsafe { base.add(off) };
+    // SAFETY: the header lies in `base..user`, which is ours.
+    unsafe { book_new(user, layout.size(), off, layout.align(), site, weight, book) };
+    user
+}
+
+/// Frees a recorded block.
+///
+/// # Safety
+/// As `GlobalAlloc::dealloc`, and `header::is_recorded(ptr)` holds.
+pub(crate) unsafe fn dealloc<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+    // A nested entry (tracker code freeing a recorded block) still books the
+    // free: the guard only decides what gets *recorded*.
+    let _guard = Guard::enter();
+    // SAFETY: recorded blocks always have an inner layout.
+    let il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
+    // SAFETY: guaranteed by the caller.
+    let h = unsafe { unlink(ptr) };
+    count_free(&h, layout.size(), layout.align());
+    // SAFETY: the block was allocated by `inner` at `ptr - off` with `il`.
+    unsafe { inner.dealloc(ptr.sub(h.off()), il) };
+}
+
+/// Reallocates an unrecorded block into a recorded one (the realloc was
+/// sampled): the inner `realloc` grows it by the header padding, then the
+/// data moves up to make room for the header.
+///
+/// # Safety
+/// As `GlobalAlloc::realloc`; `ptr` is not recorded.
+pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
+    inner: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+    weight: f32,
+    unwinder: Unwinder,
+) -> *mut u8 {
+    // SAFETY: the caller's contract.
+    let plain = || unsafe { inner.realloc(ptr, layout, new_size) };
+    let Some(_guard) = Guard::enter() else { return plain() };
+    // SAFETY: `new_size` with the old alignment is a valid layout (caller's contract).
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    let Some(il) = header::inner_layout(new_layout) else { return plain() };
+    let book = book::current();
+    let site = site_here(unwinder, book);
+    // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).
+    let base = unsafe { inner.realloc(ptr, layout, il.size()) };
+    if base.is_null() {
+        return base;
+    }
+    let off = header::choose_off(base as usize, layout.align());
+    // SAFETY: both ranges lie within the new inner block of `il.size()` bytes.
+    let user = unsafe {
+        let user = base.add(off);
+        std::ptr::copy(base, user, layout.size().min(new_size));
+        user
+    };
+    // SAFETY: the header lies in `base..user`, which is ours.
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    user
+}
+
+/// Reallocates a recorded block. Sampled (`weight` is `Some`): the new block
+/// is recorded at the realloc's own stack; otherwise it becomes unrecorded.
+///
+/// # Safety
+/// As `GlobalAlloc::realloc`; `ptr` is recorded.
+pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
+    inner: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    new_size: usize,
+    weight: Option<f32>,
+    unwinder: Unwinder,
+) -> *mut u8 {
+    let guard = Guard::enter();
+    // SAFETY: valid layout by the caller's contract.
+    let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+    let new_il = header::inner_layout(new_layout);
+    let (Some(weight), Some(new_il), Some(_g)) = (weight, new_il, guard) else {
+        // Out of the books: a plain block, a copy, and a recorded free.
+        // SAFETY: valid layout; then both blocks are live for the copy.
+        unsafe {
+            let new = inner.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                dealloc(inner, ptr, layout);
+            }
+            return new;
+        }
+    };
+    let book = book::current();
+    let site = site_here(unwinder, book);
+    // SAFETY: recorded blocks always have an inner layout.
+    let old_il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
+    // SAFETY: `ptr` is recorded (caller's contract).
+    let h = unsafe { unlink(ptr) };
+    // SAFETY: the block was allocated by `inner` at `ptr - off` with `old_il`.
+    let base = unsafe { inner.realloc(ptr.sub(h.off()), old_il, new_il.size()) };
+    if base.is_null() {
+        // The old block is untouched: put its record back.
+        // SAFETY: `ptr` is still the same live block.
+        unsafe { relink(ptr, &h) };
+        return base;
+    }
+    count_free(&h, layout.size(), layout.align());
+    let off = header::choose_off(base as usize, layout.align());
+    // SAFETY: both ranges lie within the new inner block.
+    let user = unsafe {
+        let user = base.add(off);
+        if off != h.off() {
+            std::ptr::copy(base.add(h.off()), user, layout.size().min(new_size));
+        }
+        user
+    };
+    // SAFETY: the header lies in `base..user`, which is ours.
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    user
+}

@@ -1,0 +1,3 @@
+//! Reports: everything here runs at query time, never on the allocation path.
+
+mod text;

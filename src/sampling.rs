@@ -1,0 +1,186 @@
+//! The Poisson sampler: a per-thread countdown of allocated bytes with
+//! exponentially distributed draws (mean = the sample interval R), as Go's
+//! `MemProfileRate` and jemalloc's `lg_prof_sample`, and the weight that makes
+//! per-site estimates unbiased.
+//!
+//! A byte-level Poisson process of rate 1/R samples an allocation of `s` bytes
+//! with probability `1 - exp(-s/R)`; counting each sampled block
+//! `1 / (1 - exp(-s/R))` times makes the expected estimate equal the truth.
+//! R = 1 is special: every allocation is recorded with weight exactly 1.
+//!
+//! The common path ([`tick`]) is integer-only: one thread-local subtraction,
+//! one compare, and a relaxed load of a global that changes only when somebody
+//! calls [`set_sample_interval`] (a read of a line nobody writes stays in
+//! every core's cache). Floating point and `ln`/`exp` run only on the
+//! sampled path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::Error;
+use crate::guard::STATE;
+
+/// The default mean distance between samples: 512 KiB, as Go and jemalloc.
+pub const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
+
+/// The interval in force; 0 until the installed tracker (or a call to
+/// [`set_sample_interval`]) sets it.
+static INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+/// Bumped on every interval change so each thread redraws its countdown
+/// instead of running out a countdown drawn under the old interval.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Changes the sample interval for allocations made from now on, on every
+/// thread.
+///
+/// Blocks recorded earlier keep the weight they were recorded with, so they
+/// are released correctly whatever the interval is when they are freed.
+/// `1` records every allocation (exact mode).
+///
+/// # Errors
+///
+/// [`Error::InvalidSampleInterval`] for `0`.
+///
+/// # Examples
+///
+/// ```
+/// leakscope::set_sample_interval(1).unwrap(); // exact from here on
+/// assert!(leakscope::set_sample_interval(0).is_err());
+/// leakscope::set_sample_interval(512 * 1024).unwrap();
+/// ```
+pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
+    if bytes == 0 {
+        return Err(Error::InvalidSampleInterval);
+    }
+    INTERVAL.store(bytes, Relaxed);
+    GENERATION.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// The interval in force (the installed tracker's, or the default when no
+/// tracker has run yet).
+pub(crate) fn current_interval() -> u64 {
+    match INTERVAL.load(Relaxed) {
+        0 => DEFAULT_SAMPLE_INTERVAL,
+        r => r,
+    }
+}
+
+/// Subtracts `size` from this thread's countdown. Returns true when the
+/// allocation must take the slow path (maybe sampled, or the interval
+/// changed); false is the common "not sampled" answer.
+#[inline(always)]
+pub(crate) fn tick(size: usize) -> bool {
+    STATE
+        .try_with(|s| {
+            let left = s.countdown.get().wrapping_sub(size as i64);
+            s.countdown.set(left);
+            left <= 0 || s.generation.get() != GENERATION.load(Relaxed)
+        })
+        .unwrap_or(false)
+}
+
+/// The slow half of [`tick`]: decides whether this allocation is sampled and
+/// returns its weight if so, redrawing the countdown as needed.
+/// `configured` is the installed tracker's own interval, adopted as the
+/// global one the first time any thread gets here.
+#[cold]
+#[inline(never)]
+pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
+    if INTERVAL.load(Relaxed) == 0 {
+        let _ = INTERVAL.compare_exchange(0, configured.max(1), Relaxed, Relaxed);
+    }
+    let interval = INTERVAL.load(Relaxed).max(1);
+    STATE
+        .try_with(|s| {
+            let generation = GENERATION.load(Relaxed);
+            let mut left = s.countdown.get();
+            if s.generation.get() != generation {
+                s.generation.set(generation);
+                // The countdown was drawn under another interval: redraw, and
+                // let this allocation take its chance under the new one.
+                left = draw(s, interval).wrapping_sub(size as i64);
+            }
+            if interval == 1 {
+                // Exact mode: keep the countdown at zero so every allocation
+                // comes here.
+                s.countdown.set(0);
+                return Some(1.0);
+            }
+            if left > 0 {
+                s.countdown.set(left);
+                return None;
+            }
+            // Sampled. By memorylessness the distance from the end of this
+            // block to the next sample point is again exponential.
+            s.countdown.set(draw(s, interval));
+            Some(weight(size, interval))
+        })
+        .ok()
+        .flatten()
+}
+
+/// The unbiasing weight `1 / (1 - exp(-size/R))` (Go's `scaleHeapSample`);
+/// exactly 1 when R = 1.
+pub(crate) fn weight(size: usize, interval: u64) -> f32 {
+    if interval <= 1 {
+        return 1.0;
+    }
+    let p = -(-(size as f64) / interval as f64).exp_m1();
+    if p <= 0.0 {
+        return f32::MAX;
+    }
+    (1.0 / p).max(1.0) as f32
+}
+
+/// An exponential draw with mean `interval`, at least 1.
+fn draw(s: &crate::guard::ThreadState, interval: u64) -> i64 {
+    let mut x = s.rng.get();
+    if x == 0 {
+        x = seed(s as *const _ as u64);
+    }
+    // xorshift64*: plenty for sampling, and it never allocates.
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    s.rng.set(x);
+    let bits = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+    // u in (0, 1]: never 0, so ln(u) is finite.
+    let u = (bits as f64 + 1.0) * (1.0 / (1u64 << 53) as f64);
+    let d = -u.ln() * interval as f64;
+    (d as i64).clamp(1, i64::MAX / 4)
+}
+
+/// A per-thread seed: the thread-local's address (distinct per live thread),
+/// a global counter (distinct per thread ever) and the address of a static
+/// (distinct per process under ASLR), mixed by splitmix64.
+fn seed(thread_addr: u64) -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static ANCHOR: u8 = 0;
+    let n = COUNTER.fetch_add(1, Relaxed);
+    let mut z = thread_addr ^ (&ANCHOR as *const u8 as u64).rotate_left(17) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    if z == 0 { 0x1234_5678_9ABC_DEF1 } else { z }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_matches_formula() {
+        assert_eq!(weight(100, 1), 1.0);
+        let w = weight(256, 524_288) as f64;
+        let expect = 1.0 / (1.0 - (-(256.0f64) / 524_288.0).exp());
+        assert!((w - expect).abs() / expect < 1e-5, "{w} vs {expect}");
+        // Blocks much larger than R are always sampled: weight ~1.
+        assert!((weight(1 << 30, 524_288) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn zero_interval_is_an_error() {
+        assert!(matches!(set_sample_interval(0), Err(Error::InvalidSampleInterval)));
+    }
+}

@@ -1,0 +1,252 @@
+//! Address -> function, file, line: at query time only, each distinct address
+//! once per process (cached), never on the allocation path.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use once_cell::sync::Lazy;
+
+use crate::guard::Guard;
+
+/// One frame of a site's stack, symbolized. Inlined calls get frames of their
+/// own (sharing the address of the real frame they were inlined into).
+///
+/// # Examples
+///
+/// ```
+/// let snap = leakscope::snapshot();
+/// for site in snap.sites() {
+///     for frame in site.frames() {
+///         println!("{} {:?}:{:?}", frame.function(), frame.file(), frame.line());
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    function: String,
+    file: Option<String>,
+    line: Option<u32>,
+    address: usize,
+    inlined: bool,
+}
+
+impl Frame {
+    /// Demangled function name without the `::h0123…` hash, or the address
+    /// in hex when it could not be resolved.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
+    /// Source file, when line tables are available.
+    pub fn file(&self) -> Option<&str> {
+        self.file.as_deref()
+    }
+
+    /// Source line, when line tables are available.
+    pub fn line(&self) -> Option<u32> {
+        self.line
+    }
+
+    /// The return address this frame was captured at (shared by a real frame
+    /// and the frames inlined into it).
+    pub fn address(&self) -> usize {
+        self.address
+    }
+
+    /// True for a frame inlined into its caller (the next frame outwards
+    /// with the same address).
+    pub fn is_inlined(&self) -> bool {
+        self.inlined
+    }
+
+    /// Whether this frame belongs to the Rust standard library: its source is
+    /// under `/rustc/<hash>/library/`, or, without a file, its name (after
+    /// stripping leading `<`, `&`, `&mut ` and `T as `) starts with `alloc::`,
+    /// `core::`, `std::` or `hashbrown::`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let snap = leakscope::snapshot();
+    /// # for site in snap.sites() {
+    /// let user_frame = site.frames().iter().find(|f| !f.is_std_library());
+    /// # let _ = user_frame;
+    /// # }
+    /// ```
+    pub fn is_std_library(&self) -> bool {
+        if let Some(file) = &self.file {
+            return is_std_path(file);
+        }
+        is_std_name(&self.function)
+    }
+}
+
+fn is_std_path(file: &str) -> bool {
+    match file.find("/rustc/") {
+        Some(i) => {
+            let rest = &file[i + "/rustc/".len()..];
+            match rest.find('/') {
+                Some(j) => rest[j..].starts_with("/library/"),
+                None => false,
+            }
+        }
+        None => false,
+    }
+}
+
+/// The name rule of [`Frame::is_std_library`].
+pub(crate) fn is_std_name(name: &str) -> bool {
+    let mut s = strip_refs(name);
+    // `<T as alloc::string::ToString>::to_string`: a generic parameter's
+    // blanket impl is the impl's crate's code.
+    if let Some((ty, rest)) = s.split_once(" as ") {
+        if !ty.is_empty() && ty.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            s = strip_refs(rest);
+        }
+    }
+    ["alloc::", "core::", "std::", "hashbrown::"].iter().any(|p| s.starts_with(p))
+}
+
+fn strip_refs(mut s: &str) -> &str {
+    loop {
+        let before = s.len();
+        s = s.trim_start_matches(['<', '&']);
+        if let Some(r) = s.strip_prefix("mut ") {
+            s = r;
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+/// Whether a frame is the tracker's own code, the unwinder's, or one of the
+/// allocation shims, all trimmed off the top of every stack.
+fn is_tracker_or_shim(name: &str) -> bool {
+    let bare = name.trim_start_matches('<');
+    bare.starts_with("leakscope::")
+        || bare.starts_with("backtrace::")
+        || bare.starts_with("alloc::alloc::")
+        || bare.starts_with("std::alloc::")
+        || name.starts_with("__rust_")
+        || name.starts_with("__rustc::")
+        || name.starts_with("__rdl_")
+        || name.starts_with("__rg_")
+        || name.starts_with("_Unwind_")
+        || name.contains("as core::alloc::global::GlobalAlloc>::")
+}
+
+static CACHE: Lazy<DashMap<usize, Arc<[Frame]>>> = Lazy::new(DashMap::new);
+
+/// The frames of one address, innermost (most inlined) first. Cached.
+fn frames_of(addr: usize) -> Arc<[Frame]> {
+    if let Some(f) = CACHE.get(&addr) {
+        return f.clone();
+    }
+    let mut out: Vec<Frame> = Vec::new();
+    backtrace::resolve(addr as *mut std::ffi::c_void, |sym| {
+        let function = match sym.name() {
+            // `{:#}` drops the trailing `::h0123…` hash.
+            Some(n) => format!("{n:#}"),
+            None => format!("{addr:#x}"),
+        };
+        out.push(Frame {
+            function,
+            file: sym.filename().map(|p| p.display().to_string()),
+            line: sym.lineno(),
+            address: addr,
+            inlined: true,
+        });
+    });
+    if out.is_empty() {
+        out.push(Frame {
+            function: format!("{addr:#x}"),
+            file: None,
+            line: None,
+            address: addr,
+            inlined: false,
+        });
+    }
+    if let Some(last) = out.last_mut() {
+        last.inlined = false;
+    }
+    let frames: Arc<[Frame]> = out.into();
+    CACHE.insert(addr, frames.clone());
+    frames
+}
+
+/// Symbolizes a raw stack (innermost first) and trims it: the tracker's own
+/// frames and the allocation shims off the top, the runtime start-up frames
+/// below `main` or a thread's entry closure off the bottom.
+pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
+    Guard::run(|| {
+        let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len() * 2);
+        for &a in addrs {
+            frames.extend(frames_of(a).iter().cloned());
+        }
+        trim(&mut frames);
+        frames.into()
+    })
+}
+
+fn trim(frames: &mut Vec<Frame>) {
+    // Top: everything up to the outermost tracker/shim frame. Only the first
+    // frames are looked at, so a user function that happens to call into the
+    // allocator deeper down (say, a custom collection) is never cut.
+    let top = frames
+        .iter()
+        .take(48)
+        .rposition(|f| is_tracker_or_shim(&f.function))
+        .map_or(0, |i| i + 1);
+    frames.drain(..top);
+    // Bottom: std's `__rust_begin_short_backtrace` marks where `main` or a
+    // thread's closure was entered (libtest has one of its own); drop it,
+    // everything outwards, and the std glue right inside it.
+    if let Some(i) = frames.iter().position(|f| f.function.contains("__rust_begin_short_backtrace")) {
+        frames.truncate(i);
+        while frames.len() > 1 && frames.last().is_some_and(Frame::is_std_library) {
+            frames.pop();
+        }
+    }
+}
+
+/// Approximate bytes held by the symbol cache.
+pub(crate) fn overhead_bytes() -> u64 {
+    CACHE
+        .iter()
+        .map(|e| {
+            e.value()
+                .iter()
+                .map(|f| (std::mem::size_of::<Frame>() + f.function.len() + f.file.as_ref().map_or(0, String::len)) as u64)
+                .sum::<u64>()
+                + 48
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn std_names() {
+        assert!(is_std_name("<alloc::alloc::Global as core::alloc::Allocator>::allocate"));
+        assert!(is_std_name("alloc::raw_vec::RawVec<T,A>::grow_one"));
+        assert!(is_std_name("<&mut std::io::Stdout as std::io::Write>::write"));
+        assert!(is_std_name("hashbrown::raw::RawTable<T>::reserve_rehash"));
+        assert!(is_std_name("<T as alloc::string::ToString>::to_string"));
+        assert!(!is_std_name("global_slice_leak::generate_string"));
+        assert!(!is_std_name("<myapp::Cache as core::ops::Drop>::drop"));
+        assert!(is_std_path("/rustc/abc123/library/alloc/src/raw_vec.rs"));
+        assert!(!is_std_path("/home/u/src/main.rs"));
+    }
+
+    #[test]
+    fn shims() {
+        assert!(is_tracker_or_shim("__rustc::__rust_alloc"));
+        assert!(is_tracker_or_shim("__rust_realloc"));
+        assert!(is_tracker_or_shim("<leakscope::alloc::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"));
+        assert!(is_tracker_or_shim("alloc::alloc::exchange_malloc"));
+        assert!(!is_tracker_or_shim("alloc::raw_vec::finish_grow"));
+    }
+}
