@@ -96,7 +96,7 @@ impl fmt::Display for Diff {
         writeln!(f, "{:>13} {:>12} {:>11}  function", "live change", "live now", "allocs")?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self.sites().iter().filter(|d| d.live_bytes_delta() != 0).take(TOP).collect();
-        for d in top {
+        for d in &top {
             let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
             writeln!(
                 f,
