@@ -128,12 +128,19 @@ fn is_tracker_or_shim(name: &str) -> bool {
         || bare.starts_with("backtrace::")
         || bare.starts_with("alloc::alloc::")
         || bare.starts_with("std::alloc::")
-        || name.starts_with("__rust_")
-        || name.starts_with("__rustc::")
+        || is_alloc_shim(name)
         || name.starts_with("__rdl_")
         || name.starts_with("__rg_")
         || name.starts_with("_Unwind_")
         || name.contains("as core::alloc::global::GlobalAlloc>::")
+}
+
+/// `__rust_alloc` and friends (newer toolchains: `__rustc::__rust_alloc`).
+/// Not every `__rust_*` symbol: `__rust_try` is the panic machinery, and
+/// `__rust_begin_short_backtrace` marks the bottom of a thread's stack.
+fn is_alloc_shim(name: &str) -> bool {
+    let bare = name.strip_prefix("__rustc::").unwrap_or(name);
+    matches!(bare, "__rust_alloc" | "__rust_alloc_zeroed" | "__rust_realloc" | "__rust_dealloc")
 }
 
 static CACHE: Lazy<DashMap<usize, Arc<[Frame]>>> = Lazy::new(DashMap::new);
@@ -248,5 +255,7 @@ mod tests {
         assert!(is_tracker_or_shim("<leakscope::alloc::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"));
         assert!(is_tracker_or_shim("alloc::alloc::exchange_malloc"));
         assert!(!is_tracker_or_shim("alloc::raw_vec::finish_grow"));
+        assert!(!is_tracker_or_shim("__rust_try"));
+        assert!(!is_tracker_or_shim("std::sys::backtrace::__rust_begin_short_backtrace"));
     }
 }
