@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what the tests need
+# first (Go, for `go tool pprof`, which the export tests drive), then the
+# tests with every feature and the core alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v go >/dev/null 2>&1; then
+    echo "go not found: installing golang-go (needed by the pprof export tests)"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y golang-go
+fi
+go version
+
+# Everything, including the exports checked against the real clients.
+cargo test --all-features
+# The core must build and pass its own tests without the export features.
+cargo test --no-default-features --lib --tests
+# Docs build clean and benches compile.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
+cargo bench --no-run
