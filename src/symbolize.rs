@@ -215,6 +215,19 @@ fn trim(frames: &mut Vec<Frame>) {
             frames.pop();
         }
     }
+    // Stacks that never went through that marker (allocations made before
+    // `main`, or on threads not started by std) still lose the C runtime's
+    // start-up frames and the platform's thread entry.
+    while frames.len() > 1 && frames.last().is_some_and(|f| is_startup(&f.function)) {
+        frames.pop();
+    }
+}
+
+/// The C runtime's and the platform's entry frames, below any user code.
+fn is_startup(name: &str) -> bool {
+    matches!(name, "_start" | "main" | "__libc_start_main" | "__libc_start_call_main" | "start_thread" | "clone" | "clone3")
+        || name.starts_with("__libc_start_main")
+        || name.starts_with("std::rt::lang_start")
 }
 
 /// Approximate bytes held by the symbol cache.

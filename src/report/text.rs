@@ -17,7 +17,11 @@ pub(crate) fn human(bytes: f64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{v:.0} {}", units[0]) } else { format!("{v:.1} {}", units[u]) }
+    if u == 0 {
+        format!("{v:.0} {}", units[0])
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
 }
 
 /// The innermost frame outside the standard library (the "owner" of a site).
@@ -40,11 +44,15 @@ fn write_stack(f: &mut fmt::Formatter<'_>, frames: &[Frame]) -> fmt::Result {
     Ok(())
 }
 
-fn mode(interval: u64) -> String {
+/// How the figures were obtained, for report headers and titles.
+pub(crate) fn mode(interval: u64) -> String {
     if interval <= 1 {
         "exact: every allocation recorded".to_string()
     } else {
-        format!("sampled every {} on average; figures are estimates", human(interval as f64))
+        format!(
+            "sampled every {} on average; figures are estimates",
+            human(interval as f64)
+        )
     }
 }
 
@@ -58,7 +66,11 @@ impl fmt::Display for Snapshot {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
-        writeln!(f, "{:>12} {:>7} {:>7} {:>10}  function", "live", "live%", "sum%", "allocs")?;
+        writeln!(
+            f,
+            "{:>12} {:>7} {:>7} {:>10}  function",
+            "live", "live%", "sum%", "allocs"
+        )?;
         let total = self.live_bytes().max(1) as f64;
         let mut sum = 0u64;
         let top = &self.sites()[..self.sites().len().min(TOP)];
@@ -75,7 +87,14 @@ impl fmt::Display for Snapshot {
             )?;
         }
         for (i, s) in top.iter().enumerate() {
-            writeln!(f, "\n#{} {} live in {} allocations (site {}):", i + 1, human(s.live_bytes() as f64), s.live_allocs(), s.id())?;
+            writeln!(
+                f,
+                "\n#{} {} live in {} allocations (site {}):",
+                i + 1,
+                human(s.live_bytes() as f64),
+                s.live_allocs(),
+                s.id()
+            )?;
             write_stack(f, s.frames())?;
         }
         Ok(())
@@ -84,7 +103,11 @@ impl fmt::Display for Snapshot {
 
 impl fmt::Display for Diff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.live_bytes_delta() >= 0 { "+" } else { "-" };
+        let sign = if self.live_bytes_delta() >= 0 {
+            "+"
+        } else {
+            "-"
+        };
         writeln!(
             f,
             "Heap change: {sign}{} live, {:+} allocations, {} sites changed ({})",
@@ -93,9 +116,18 @@ impl fmt::Display for Diff {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
-        writeln!(f, "{:>13} {:>12} {:>11}  function", "live change", "live now", "allocs")?;
+        writeln!(
+            f,
+            "{:>13} {:>12} {:>11}  function",
+            "live change", "live now", "allocs"
+        )?;
         // Sites that only churned (allocated and freed as much) are left out.
-        let top: Vec<_> = self.sites().iter().filter(|d| d.live_bytes_delta() != 0).take(TOP).collect();
+        let top: Vec<_> = self
+            .sites()
+            .iter()
+            .filter(|d| d.live_bytes_delta() != 0)
+            .take(TOP)
+            .collect();
         for d in &top {
             let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
             writeln!(

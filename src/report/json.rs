@@ -1,0 +1,273 @@
+//! Our own JSON schema, versioned: for scripts, dashboards and diffing runs.
+//!
+//! The schema is documented on [`Snapshot::write_json`]; bump [`VERSION`]
+//! on any change that a reader of version 1 could misread (a field renamed,
+//! removed or given a new meaning). Adding a field is not such a change.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use super::{elapsed, unix_nanos};
+use crate::symbolize::Frame;
+use crate::{Diff, Snapshot};
+
+/// `"format"` of every file we write, so a reader can tell ours from others.
+const FORMAT: &str = "leakscope";
+/// `"version"` of the schema.
+const VERSION: u32 = 1;
+
+#[derive(Serialize)]
+struct SnapshotJson<'a> {
+    format: &'static str,
+    version: u32,
+    kind: &'static str,
+    time_unix_nanos: u64,
+    sample_interval: u64,
+    exact: bool,
+    totals: SnapshotTotals,
+    sites: Vec<SiteJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct SnapshotTotals {
+    live_bytes: u64,
+    live_allocs: u64,
+    total_bytes: u64,
+    total_allocs: u64,
+    tracker_bytes: u64,
+}
+
+#[derive(Serialize)]
+struct SiteJson<'a> {
+    id: u32,
+    live_bytes: u64,
+    live_allocs: u64,
+    total_bytes: u64,
+    total_allocs: u64,
+    /// `null` when the site holds no live recorded block.
+    oldest_age_nanos: Option<u64>,
+    frames: Vec<FrameJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct DiffJson<'a> {
+    format: &'static str,
+    version: u32,
+    kind: &'static str,
+    time_unix_nanos: u64,
+    base_time_unix_nanos: u64,
+    duration_nanos: u64,
+    sample_interval: u64,
+    exact: bool,
+    totals: DiffTotals,
+    sites: Vec<SiteDeltaJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct DiffTotals {
+    live_bytes_delta: i64,
+    live_allocs_delta: i64,
+}
+
+#[derive(Serialize)]
+struct SiteDeltaJson<'a> {
+    id: u32,
+    live_bytes_delta: i64,
+    live_allocs_delta: i64,
+    total_bytes_delta: i64,
+    total_allocs_delta: i64,
+    live_bytes: u64,
+    live_allocs: u64,
+    frames: Vec<FrameJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct FrameJson<'a> {
+    function: &'a str,
+    file: Option<&'a str>,
+    line: Option<u32>,
+    /// Hex, so that 64-bit addresses survive JavaScript's doubles.
+    address: String,
+    inlined: bool,
+    std: bool,
+}
+
+fn frames(frames: &[Frame]) -> Vec<FrameJson<'_>> {
+    frames
+        .iter()
+        .map(|f| FrameJson {
+            function: f.function(),
+            file: f.file(),
+            line: f.line(),
+            address: format!("{:#x}", f.address()),
+            inlined: f.is_inlined(),
+            std: f.is_std_library(),
+        })
+        .collect()
+}
+
+fn duration_nanos(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Serializes in memory, then writes once: a failing writer fails the whole
+/// report, and no half document is left behind by us.
+fn write(value: &impl Serialize, mut w: impl Write) -> Result<(), crate::Error> {
+    let mut buf =
+        serde_json::to_vec_pretty(value).map_err(|e| crate::Error::Encode(format!("JSON: {e}")))?;
+    buf.push(b'\n');
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+impl Snapshot {
+    /// Writes the snapshot as JSON in leakscope's own versioned schema.
+    ///
+    /// Version 1 of the schema (`kind` `"snapshot"`); every count is an
+    /// estimate under sampling and exact when `sample_interval` is 1:
+    ///
+    /// ```text
+    /// {
+    ///   "format": "leakscope",        always this string
+    ///   "version": 1,                 the schema version
+    ///   "kind": "snapshot",           or "diff" (see Diff::write_json)
+    ///   "time_unix_nanos": u64,       when the snapshot was taken
+    ///   "sample_interval": u64,       mean bytes between samples; 1 = exact
+    ///   "exact": bool,                sample_interval == 1
+    ///   "totals": { "live_bytes", "live_allocs", "total_bytes", "total_allocs",
+    ///               "tracker_bytes" },          all u64
+    ///   "sites": [                    largest live_bytes first
+    ///     { "id": u32, "live_bytes", "live_allocs", "total_bytes", "total_allocs": u64,
+    ///       "oldest_age_nanos": u64 or null,    age of the oldest live block
+    ///       "frames": [               innermost first, inlined frames expanded
+    ///         { "function": string, "file": string or null, "line": u32 or null,
+    ///           "address": "0x…" (the return address, hex),
+    ///           "inlined": bool,      inlined into the next frame (same address)
+    ///           "std": bool }         a standard-library frame
+    ///       ] }
+    ///   ]
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the writer fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// let mut out = Vec::new();
+    /// snap.write_json(&mut out)?;
+    /// let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    /// assert_eq!(v["version"], 1);
+    /// assert_eq!(v["totals"]["live_bytes"], snap.live_bytes());
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn write_json<W: Write>(&self, w: W) -> Result<(), crate::Error> {
+        let doc = SnapshotJson {
+            format: FORMAT,
+            version: VERSION,
+            kind: "snapshot",
+            time_unix_nanos: unix_nanos(self.time()),
+            sample_interval: self.sample_interval(),
+            exact: self.sample_interval() <= 1,
+            totals: SnapshotTotals {
+                live_bytes: self.live_bytes(),
+                live_allocs: self.live_allocs(),
+                total_bytes: self.total_bytes(),
+                total_allocs: self.total_allocs(),
+                tracker_bytes: self.tracker_bytes(),
+            },
+            sites: self
+                .sites()
+                .iter()
+                .map(|s| SiteJson {
+                    id: s.id(),
+                    live_bytes: s.live_bytes(),
+                    live_allocs: s.live_allocs(),
+                    total_bytes: s.total_bytes(),
+                    total_allocs: s.total_allocs(),
+                    oldest_age_nanos: s.oldest_age().map(duration_nanos),
+                    frames: frames(s.frames()),
+                })
+                .collect(),
+        };
+        write(&doc, w)
+    }
+}
+
+impl Diff {
+    /// Writes the diff as JSON in leakscope's own versioned schema.
+    ///
+    /// Version 1 (`kind` `"diff"`); the fields shared with a snapshot
+    /// (`format`, `version`, `time_unix_nanos`, `sample_interval`, `exact`,
+    /// `frames`) mean the same as in [`Snapshot::write_json`]:
+    ///
+    /// ```text
+    /// {
+    ///   "format": "leakscope", "version": 1, "kind": "diff",
+    ///   "time_unix_nanos": u64,       the later snapshot
+    ///   "base_time_unix_nanos": u64,  the base snapshot
+    ///   "duration_nanos": u64,        between the two
+    ///   "sample_interval": u64, "exact": bool,
+    ///   "totals": { "live_bytes_delta", "live_allocs_delta" },   i64
+    ///   "sites": [                    every site that changed, largest growth first
+    ///     { "id": u32,
+    ///       "live_bytes_delta", "live_allocs_delta": i64,   negative when it shrank
+    ///       "total_bytes_delta", "total_allocs_delta": i64, allocated in between
+    ///       "live_bytes", "live_allocs": u64,               in the later snapshot
+    ///       "frames": [ ... ] }
+    ///   ]
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the writer fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let diff = leakscope::snapshot().diff(&base);
+    /// let mut out = Vec::new();
+    /// diff.write_json(&mut out)?;
+    /// let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    /// assert_eq!(v["kind"], "diff");
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn write_json<W: Write>(&self, w: W) -> Result<(), crate::Error> {
+        let doc = DiffJson {
+            format: FORMAT,
+            version: VERSION,
+            kind: "diff",
+            time_unix_nanos: unix_nanos(self.time()),
+            base_time_unix_nanos: unix_nanos(self.base_time()),
+            duration_nanos: duration_nanos(elapsed(self.base_time(), self.time())),
+            sample_interval: self.sample_interval(),
+            exact: self.sample_interval() <= 1,
+            totals: DiffTotals {
+                live_bytes_delta: self.live_bytes_delta(),
+                live_allocs_delta: self.live_allocs_delta(),
+            },
+            sites: self
+                .sites()
+                .iter()
+                .map(|d| SiteDeltaJson {
+                    id: d.id(),
+                    live_bytes_delta: d.live_bytes_delta(),
+                    live_allocs_delta: d.live_allocs_delta(),
+                    total_bytes_delta: d.total_bytes_delta(),
+                    total_allocs_delta: d.total_allocs_delta(),
+                    live_bytes: d.live_bytes(),
+                    live_allocs: d.live_allocs(),
+                    frames: frames(d.frames()),
+                })
+                .collect(),
+        };
+        write(&doc, w)
+    }
+}

@@ -1,0 +1,751 @@
+//! gzip-compressed `profile.proto`, laid out as Go's heap profiles are, so
+//! that `go tool pprof`, Grafana Pyroscope and Parca read our profiles as
+//! they read Go's.
+//!
+//! The messages are written by hand below (the subset of profile.proto we
+//! fill, with its field numbers) rather than generated, so the crate needs no
+//! build script and no `protoc`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use prost::Message;
+
+use super::text::mode;
+use std::time::SystemTime;
+
+use super::{Row, elapsed, unix_nanos};
+use crate::guard::Guard;
+use crate::symbolize::Frame;
+use crate::{Diff, Snapshot};
+
+/// The messages of pprof's `profile.proto` (package `perftools.profiles`).
+/// Field numbers must match that file; unused fields are left out, which
+/// protobuf allows.
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ValueType {
+        /// Index into the string table.
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Sample {
+        /// Innermost (leaf) location first.
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        /// One value per `sample_type`, in that order.
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+        #[prost(int64, tag = "4")]
+        pub num_unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+        #[prost(bool, tag = "10")]
+        pub has_inline_frames: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        /// 0 when no mapping holds the address.
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        /// Innermost (most inlined) first; the last is the real frame.
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+    }
+}
+
+/// The frames pprof gets: the leaf-end standard-library frames dropped, up to
+/// the first frame outside it, as Go's heap profiles drop `mallocgc` and
+/// `growslice`. Then the flat owner of a sample is the user's function that
+/// called into `Vec`, `String` or `HashMap`. Because `frames` lists inlined
+/// frames one by one, slicing also drops std frames inlined into that first
+/// user location. A stack made of std frames only is kept whole, so no sample
+/// is left without a location.
+fn without_std_leaf(frames: &[Frame]) -> &[Frame] {
+    match frames.iter().position(|f| !f.is_std_library()) {
+        Some(i) => &frames[i..],
+        None => frames,
+    }
+}
+
+/// An executable mapping of the process, from `/proc/self/maps`.
+struct Mapped {
+    start: u64,
+    limit: u64,
+    offset: u64,
+    path: String,
+}
+
+/// Executable file-backed mappings, main binary first (pprof takes the first
+/// mapping to be the main binary).
+fn read_maps() -> Vec<Mapped> {
+    // Not Linux, or no procfs: the profile simply has no mappings, and since
+    // every location carries its lines pprof has nothing to look up.
+    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut maps: Vec<Mapped> = text.lines().filter_map(parse_maps_line).collect();
+    if let Ok(exe) = std::env::current_exe() {
+        let exe = exe.display().to_string();
+        if let Some(i) = maps.iter().position(|m| m.path == exe) {
+            let main = maps.remove(i);
+            maps.insert(0, main);
+        }
+    }
+    maps
+}
+
+/// `start-limit perms offset dev inode path`; the path may contain spaces.
+fn parse_maps_line(line: &str) -> Option<Mapped> {
+    let mut rest = line;
+    let mut field = || {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (f, r) = rest.split_at(end);
+        rest = r;
+        f
+    };
+    let range = field();
+    let perms = field();
+    let offset = field();
+    let _dev = field();
+    let _inode = field();
+    let path = rest.trim();
+    // Only code can hold a return address; `[vdso]` and friends are not files.
+    if !perms.contains('x') || !path.starts_with('/') {
+        return None;
+    }
+    let (start, limit) = range.split_once('-')?;
+    Some(Mapped {
+        start: u64::from_str_radix(start, 16).ok()?,
+        limit: u64::from_str_radix(limit, 16).ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        path: path.to_string(),
+    })
+}
+
+/// The GNU build id of an ELF file, in hex, from its `PT_NOTE` segments.
+///
+/// Reads only the ELF header, the program headers and the note segments.
+/// Anything unexpected (not ELF, truncated, a deleted file, no such note)
+/// means no build id: pprof then matches binaries by name, which is only a
+/// weaker check, never a wrong one.
+fn build_id(path: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+
+    fn read_at(f: &mut std::fs::File, offset: u64, len: usize) -> Option<Vec<u8>> {
+        f.seek(SeekFrom::Start(offset)).ok()?;
+        let mut buf = vec![0; len];
+        f.read_exact(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    let mut f = std::fs::File::open(path).ok()?;
+    let header = read_at(&mut f, 0, 64)?;
+    if header[..4] != *b"\x7fELF" {
+        return None;
+    }
+    let wide = match header[4] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let big = match header[5] {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let elf = Elf { wide, big };
+    let (phoff, phentsize, phnum) = if wide {
+        (
+            elf.u64(&header, 0x20)?,
+            elf.u16(&header, 0x36)?,
+            elf.u16(&header, 0x38)?,
+        )
+    } else {
+        (
+            elf.u32(&header, 0x1c)? as u64,
+            elf.u16(&header, 0x2a)?,
+            elf.u16(&header, 0x2c)?,
+        )
+    };
+    // Bounds that no sane binary exceeds keep a corrupt header from making
+    // us read (or allocate) gigabytes.
+    let (phentsize, phnum) = (usize::from(phentsize), usize::from(phnum));
+    if phentsize < if wide { 56 } else { 32 } || phnum > 1024 {
+        return None;
+    }
+    let phdrs = read_at(&mut f, phoff, phentsize * phnum)?;
+    for ph in phdrs.chunks_exact(phentsize) {
+        const PT_NOTE: u32 = 4;
+        if elf.u32(ph, 0)? != PT_NOTE {
+            continue;
+        }
+        let (offset, size, align) = if wide {
+            (elf.u64(ph, 0x08)?, elf.u64(ph, 0x20)?, elf.u64(ph, 0x30)?)
+        } else {
+            (
+                elf.u32(ph, 0x04)? as u64,
+                elf.u32(ph, 0x10)? as u64,
+                elf.u32(ph, 0x1c)? as u64,
+            )
+        };
+        if size > 1 << 16 {
+            continue;
+        }
+        let notes = read_at(&mut f, offset, size as usize)?;
+        if let Some(id) = elf.gnu_build_id(&notes, if align == 8 { 8 } else { 4 }) {
+            return Some(id.iter().map(|b| format!("{b:02x}")).collect());
+        }
+    }
+    None
+}
+
+/// Field readers for one ELF file's class and byte order.
+struct Elf {
+    wide: bool,
+    big: bool,
+}
+
+impl Elf {
+    fn bytes<const N: usize>(buf: &[u8], at: usize) -> Option<[u8; N]> {
+        buf.get(at..at.checked_add(N)?)?.try_into().ok()
+    }
+
+    fn u16(&self, buf: &[u8], at: usize) -> Option<u16> {
+        let b = Self::bytes(buf, at)?;
+        Some(if self.big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
+    }
+
+    fn u32(&self, buf: &[u8], at: usize) -> Option<u32> {
+        let b = Self::bytes(buf, at)?;
+        Some(if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
+    }
+
+    fn u64(&self, buf: &[u8], at: usize) -> Option<u64> {
+        debug_assert!(self.wide);
+        let b = Self::bytes(buf, at)?;
+        Some(if self.big {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        })
+    }
+
+    /// The descriptor of the `NT_GNU_BUILD_ID` note named `GNU` in a note
+    /// segment: `namesz, descsz, type` (u32 each), then name and descriptor,
+    /// each padded to the segment's alignment.
+    fn gnu_build_id<'a>(&self, notes: &'a [u8], align: usize) -> Option<&'a [u8]> {
+        const NT_GNU_BUILD_ID: u32 = 3;
+        let pad = |n: usize| n.checked_add(align - 1).map(|v| v & !(align - 1));
+        let mut at = 0;
+        while at + 12 <= notes.len() {
+            let namesz = self.u32(notes, at)? as usize;
+            let descsz = self.u32(notes, at + 4)? as usize;
+            let kind = self.u32(notes, at + 8)?;
+            let name_at = at + 12;
+            let desc_at = name_at.checked_add(pad(namesz)?)?;
+            let end = desc_at.checked_add(pad(descsz)?)?;
+            let name = notes.get(name_at..name_at.checked_add(namesz)?)?;
+            let desc = notes.get(desc_at..desc_at.checked_add(descsz)?)?;
+            if kind == NT_GNU_BUILD_ID && name == b"GNU\0" && !desc.is_empty() {
+                return Some(desc);
+            }
+            at = end;
+        }
+        None
+    }
+}
+
+/// What the profile as a whole is of.
+struct Meta {
+    sample_interval: u64,
+    /// When the (later) snapshot was taken.
+    time: SystemTime,
+    /// For a `Diff`, when its base was taken.
+    base_time: Option<SystemTime>,
+}
+
+/// Interns strings, functions and locations while samples are added.
+struct Builder {
+    profile: proto::Profile,
+    strings: HashMap<String, i64>,
+    /// By (name, system name, file): generic code has one linker symbol per
+    /// instantiation, all with the same demangled name.
+    functions: HashMap<(i64, i64, i64), u64>,
+    /// Per return address: (demangled name, linker symbol) of its frames.
+    linker_names: HashMap<usize, Vec<(String, String)>>,
+    /// By (return address, frames kept at that address): the same address
+    /// keeps fewer inlined lines where it is the leaf end of a stack.
+    locations: HashMap<(usize, usize), u64>,
+    maps: Vec<Mapped>,
+}
+
+impl Builder {
+    fn new(maps: Vec<Mapped>) -> Builder {
+        let mut b = Builder {
+            profile: proto::Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            linker_names: HashMap::new(),
+            locations: HashMap::new(),
+            maps,
+        };
+        // profile.proto: string_table[0] must be "".
+        b.string("");
+        b
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.strings.get(s) {
+            return i;
+        }
+        let i = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_string());
+        self.strings.insert(s.to_string(), i);
+        i
+    }
+
+    fn value_type(&mut self, ty: &str, unit: &str) -> proto::ValueType {
+        proto::ValueType {
+            r#type: self.string(ty),
+            unit: self.string(unit),
+        }
+    }
+
+    fn add_mappings(&mut self) {
+        let maps = std::mem::take(&mut self.maps);
+        // Several mappings of one file (its text and, say, a relro part)
+        // share one build id: read each file once.
+        let mut ids: HashMap<&str, Option<String>> = HashMap::new();
+        for (i, m) in maps.iter().enumerate() {
+            let id = ids
+                .entry(&m.path)
+                .or_insert_with(|| build_id(&m.path))
+                .clone();
+            let mapping = proto::Mapping {
+                id: i as u64 + 1,
+                memory_start: m.start,
+                memory_limit: m.limit,
+                file_offset: m.offset,
+                filename: self.string(&m.path),
+                build_id: id.map_or(0, |id| self.string(&id)),
+                // Every location carries its symbolized lines: these tell
+                // pprof not to look for the binaries and re-symbolize.
+                has_functions: true,
+                has_filenames: true,
+                has_line_numbers: true,
+                has_inline_frames: true,
+            };
+            self.profile.mapping.push(mapping);
+        }
+        self.maps = maps;
+    }
+
+    fn mapping_of(&self, address: u64) -> u64 {
+        self.maps
+            .iter()
+            .position(|m| m.start <= address && address < m.limit)
+            .map_or(0, |i| i as u64 + 1)
+    }
+
+    /// The linker's (mangled) name of a frame, if the symbol table has it.
+    ///
+    /// It matters beyond completeness: pprof takes a function whose name
+    /// equals its system name for not yet demangled and "simplifies" it as
+    /// C++, cutting everything between `<` and `>`, so that
+    /// `<Vec<T> as FromIterator<T>>::from_iter` would show as `::from_iter`.
+    /// Without a linker name the system name stays empty, for that reason.
+    fn linker_name(&mut self, f: &Frame) -> Option<String> {
+        let names = self.linker_names.entry(f.address()).or_insert_with(|| {
+            let mut names = Vec::new();
+            // Under the guard, as in `symbolize`: what the unwinder caches
+            // while resolving is the tracker's memory, not the program's.
+            Guard::run(|| {
+                backtrace::resolve(f.address() as *mut std::ffi::c_void, |sym| {
+                    if let Some(name) = sym.name() {
+                        if let Some(raw) = name.as_str() {
+                            names.push((format!("{name:#}"), raw.to_string()));
+                        }
+                    }
+                });
+            });
+            names
+        });
+        names
+            .iter()
+            .find(|(demangled, raw)| demangled == f.function() && raw != f.function())
+            .map(|(_, raw)| raw.clone())
+    }
+
+    fn function(&mut self, f: &Frame) -> u64 {
+        let name = self.string(f.function());
+        let system_name = self.linker_name(f).map_or(0, |raw| self.string(&raw));
+        let file = f.file().map_or(0, |file| self.string(file));
+        if let Some(&id) = self.functions.get(&(name, system_name, file)) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        self.profile.function.push(proto::Function {
+            id,
+            name,
+            system_name,
+            filename: file,
+        });
+        self.functions.insert((name, system_name, file), id);
+        id
+    }
+
+    /// The location of one address's frames (innermost first).
+    fn location(&mut self, group: &[Frame]) -> u64 {
+        let addr = group.last().map_or(0, Frame::address);
+        if let Some(&id) = self.locations.get(&(addr, group.len())) {
+            return id;
+        }
+        // Every address we hold is a return address (the leaf is the call
+        // into the allocator, trimmed off). Minus one points into the call
+        // instruction itself, which is what pprof, addr2line and Go's own
+        // profiles use for a caller's frame: the return address can already
+        // belong to the next line, or even the next function.
+        let address = (addr as u64).saturating_sub(1);
+        let line = group
+            .iter()
+            .map(|f| proto::Line {
+                function_id: self.function(f),
+                line: f.line().map_or(0, i64::from),
+            })
+            .collect();
+        let id = self.profile.location.len() as u64 + 1;
+        let mapping_id = self.mapping_of(address);
+        self.profile.location.push(proto::Location {
+            id,
+            mapping_id,
+            address,
+            line,
+        });
+        self.locations.insert((addr, group.len()), id);
+        id
+    }
+
+    fn sample(&mut self, row: &Row<'_>) {
+        let frames = without_std_leaf(row.frames);
+        let mut location_id = Vec::new();
+        let mut start = 0;
+        for (i, f) in frames.iter().enumerate() {
+            // An address's frames end at its real (not inlined) frame; the
+            // address check also copes with a group cut short by trimming.
+            let last =
+                !f.is_inlined() || frames.get(i + 1).is_none_or(|n| n.address() != f.address());
+            if last {
+                let id = self.location(&frames[start..=i]);
+                location_id.push(id);
+                start = i + 1;
+            }
+        }
+        let site = self.string("site");
+        self.profile.sample.push(proto::Sample {
+            location_id,
+            value: vec![
+                row.alloc_objects,
+                row.alloc_space,
+                row.inuse_objects,
+                row.inuse_space,
+            ],
+            // The site id, to match a pprof sample to the text report.
+            label: vec![proto::Label {
+                key: site,
+                num: i64::from(row.id),
+                ..Default::default()
+            }],
+        });
+    }
+}
+
+fn write(rows: &[Row<'_>], meta: &Meta, w: impl Write) -> Result<(), crate::Error> {
+    let mut b = Builder::new(read_maps());
+    // Go's heap profile order; pprof shows the last (inuse_space) by default.
+    let sample_type = vec![
+        b.value_type("alloc_objects", "count"),
+        b.value_type("alloc_space", "bytes"),
+        b.value_type("inuse_objects", "count"),
+        b.value_type("inuse_space", "bytes"),
+    ];
+    b.profile.sample_type = sample_type;
+    b.profile.period_type = Some(b.value_type("space", "bytes"));
+    b.profile.period = i64::try_from(meta.sample_interval).unwrap_or(i64::MAX);
+    b.profile.time_nanos = i64::try_from(unix_nanos(meta.time)).unwrap_or(i64::MAX);
+    if let Some(base) = meta.base_time {
+        let d = elapsed(base, meta.time);
+        b.profile.duration_nanos = i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    }
+    let what = if meta.base_time.is_some() {
+        "heap growth between two snapshots"
+    } else {
+        "heap snapshot"
+    };
+    let comment = b.string(&format!("leakscope {what}; {}", mode(meta.sample_interval)));
+    b.profile.comment.push(comment);
+    b.add_mappings();
+    for row in rows {
+        b.sample(row);
+    }
+    let bytes = b.profile.encode_to_vec();
+    let mut gz = GzEncoder::new(w, Compression::default());
+    gz.write_all(&bytes)?;
+    gz.finish()?.flush()?;
+    Ok(())
+}
+
+impl Snapshot {
+    /// Writes the snapshot as a gzip-compressed pprof `profile.proto`, laid
+    /// out as a Go heap profile, for `go tool pprof`, Grafana Pyroscope and
+    /// Parca.
+    ///
+    /// Sample types, in Go's order: `alloc_objects/count`,
+    /// `alloc_space/bytes`, `inuse_objects/count`, `inuse_space/bytes`
+    /// (pprof shows the last by default); period type `space/bytes`, period
+    /// the sample interval. One sample per site, labelled `site` with its id.
+    ///
+    /// The profile is fully symbolized (function names, files, lines, inlined
+    /// frames), and its mappings, read from `/proc/self/maps` with each ELF
+    /// file's build id where it has one, say so, so pprof needs no access to
+    /// the binary. As in Go's heap profiles, the standard-library frames at
+    /// the leaf end (`RawVec::grow_one` and the like) are left out, so the
+    /// flat owner of a sample is the function that called into the
+    /// collection; [`Site::frames`](crate::Site::frames) keeps them. Location
+    /// addresses are return addresses minus one, inside the call
+    /// instruction, as pprof expects of a caller's frame.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the writer fails.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let file = std::fs::File::create("heap.pb.gz")?;
+    /// leakscope::snapshot().write_pprof(file)?;
+    /// // then: go tool pprof -http=:8080 heap.pb.gz
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_pprof<W: Write>(&self, w: W) -> Result<(), crate::Error> {
+        let meta = Meta {
+            sample_interval: self.sample_interval(),
+            time: self.time(),
+            base_time: None,
+        };
+        write(&self.rows(), &meta, w)
+    }
+}
+
+impl Diff {
+    /// Writes the diff as a gzip-compressed pprof `profile.proto`: the same
+    /// layout as [`Snapshot::write_pprof`], with each value the change
+    /// between the two snapshots (negative for a site that shrank), as
+    /// `go tool pprof -base` would show it. `time_nanos` is the later
+    /// snapshot's time and `duration_nanos` the time between the two.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`](crate::Error::Io) when the writer fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let kept = vec![0u8; 4096];
+    /// let diff = leakscope::snapshot().diff(&base);
+    /// let mut out = Vec::new();
+    /// diff.write_pprof(&mut out)?;
+    /// assert_eq!(&out[..2], b"\x1f\x8b"); // gzip
+    /// # drop(kept);
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn write_pprof<W: Write>(&self, w: W) -> Result<(), crate::Error> {
+        let meta = Meta {
+            sample_interval: self.sample_interval(),
+            time: self.time(),
+            base_time: Some(self.base_time()),
+        };
+        write(&self.rows(), &meta, w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let m = parse_maps_line(
+            "55d0c8a00000-55d0c8b00000 r-xp 00001000 08:01 1234    /usr/bin/my app",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.start, m.limit, m.offset),
+            (0x55d0c8a00000, 0x55d0c8b00000, 0x1000)
+        );
+        assert_eq!(m.path, "/usr/bin/my app");
+        assert!(parse_maps_line("7ffd1000-7ffd3000 r-xp 00000000 00:00 0    [vdso]").is_none());
+        assert!(
+            parse_maps_line("55d0c8a00000-55d0c8b00000 rw-p 00001000 08:01 1234 /usr/bin/app")
+                .is_none()
+        );
+        assert!(parse_maps_line("garbage").is_none());
+    }
+
+    #[test]
+    fn notes() {
+        let elf = Elf {
+            wide: true,
+            big: false,
+        };
+        let mut notes = Vec::new();
+        // An unrelated note first (name "Go\0", padded to 4), then the build id.
+        for (name, kind, desc) in [
+            (&b"Go\0"[..], 4u32, &[1u8, 2, 3][..]),
+            (b"GNU\0", 3, &[0xab, 0xcd, 0xef, 0x01, 0x23]),
+        ] {
+            notes.extend((name.len() as u32).to_le_bytes());
+            notes.extend((desc.len() as u32).to_le_bytes());
+            notes.extend(kind.to_le_bytes());
+            notes.extend(name);
+            notes.resize(notes.len().next_multiple_of(4), 0);
+            notes.extend(desc);
+            notes.resize(notes.len().next_multiple_of(4), 0);
+        }
+        assert_eq!(
+            elf.gnu_build_id(&notes, 4),
+            Some(&[0xab, 0xcd, 0xef, 0x01, 0x23][..])
+        );
+        assert_eq!(elf.gnu_build_id(&notes[..20], 4), None);
+        assert_eq!(elf.gnu_build_id(&[], 4), None);
+    }
+
+    #[test]
+    fn build_id_of_a_non_elf_file_is_none() {
+        assert_eq!(build_id("/proc/self/maps"), None);
+        assert_eq!(build_id("/nonexistent/file"), None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn own_binary_has_the_build_id_readelf_would_show() {
+        // Oracle: the build id note read the naive way, by scanning the whole
+        // file for the note header of a 20-byte GNU build id.
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let header = [4u32.to_le_bytes(), 20u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
+        let naive = data
+            .windows(16)
+            .position(|w| w[..12] == header[..] && &w[12..] == b"GNU\0")
+            .map(|i| {
+                data[i + 16..i + 36]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            });
+        assert!(
+            naive.is_some(),
+            "the test binary has no GNU build id note; the linker dropped it?"
+        );
+        assert_eq!(build_id(&exe.display().to_string()), naive);
+    }
+}
