@@ -34,6 +34,12 @@
 //! Take a snapshot, let the program run, take another, and read the diff: a
 //! logical leak (a global `Vec` that only grows, a cache never evicted, a
 //! `Box::leak` in a loop) shows up as the stack whose live bytes keep growing.
+//!
+//! Or let the process watch itself: a [`Monitor`] summarises per-site live
+//! bytes every interval and names the sites that keep growing ([`Suspect`]),
+//! and [`Snapshot::live_older_than`] shows the memory held longest. In tests,
+//! [`assert_no_leaks`] and [`LeakCheck`] report what a piece of code left
+//! behind.
 
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
@@ -46,6 +52,8 @@ mod clock;
 mod error;
 mod guard;
 mod header;
+mod leakcheck;
+mod monitor;
 mod record;
 mod report;
 mod sampling;
@@ -56,6 +64,8 @@ mod symbolize;
 
 pub use alloc::Tracker;
 pub use error::Error;
+pub use leakcheck::{LeakCheck, assert_no_leaks};
+pub use monitor::{Monitor, MonitorConfig, SiteHistory, Suspect};
 pub use sampling::{DEFAULT_SAMPLE_INTERVAL, set_sample_interval};
 pub use snapshot::{Diff, Site, SiteDelta, Snapshot, snapshot};
 pub use stack::Unwinder;

@@ -197,14 +197,18 @@ pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
 }
 
 fn trim(frames: &mut Vec<Frame>) {
-    // Top: everything up to the outermost tracker/shim frame. Only the first
-    // frames are looked at, so a user function that happens to call into the
-    // allocator deeper down (say, a custom collection) is never cut.
-    let top = frames
-        .iter()
-        .take(48)
-        .rposition(|f| is_tracker_or_shim(&f.function))
-        .map_or(0, |i| i + 1);
+    // Top: everything up to the last tracker/shim frame that comes before the
+    // first frame of the program's own code. The scan stops at that first
+    // user frame, so tracker code further out (a leak check or the monitor
+    // calling back into the user) never cuts the user's frames.
+    let mut top = 0;
+    for (i, f) in frames.iter().enumerate() {
+        if is_tracker_or_shim(&f.function) {
+            top = i + 1;
+        } else if !f.is_std_library() && !f.function.starts_with("0x") {
+            break;
+        }
+    }
     frames.drain(..top);
     // Bottom: std's `__rust_begin_short_backtrace` marks where `main` or a
     // thread's closure was entered (libtest has one of its own); drop it,
