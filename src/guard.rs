@@ -39,6 +39,12 @@ pub(crate) struct ThreadState {
     /// Set once the thread's exit hook has released its book: later events on
     /// this thread (from other thread-local destructors) use the shared book.
     pub(crate) exiting: Cell<bool>,
+    /// This thread's stack as `[stack_lo, stack_hi)`, looked up once by the
+    /// frame-pointer unwinder (`stack::thread_stack`): `stack_hi == 0` means
+    /// "not looked up yet", `stack_hi == 1` means "the lookup failed". Plain
+    /// integers, so the thread-local stays destructor-free.
+    pub(crate) stack_lo: Cell<usize>,
+    pub(crate) stack_hi: Cell<usize>,
 }
 
 thread_local! {
@@ -50,6 +56,8 @@ thread_local! {
             rng: Cell::new(0),
             book: Cell::new(std::ptr::null()),
             exiting: Cell::new(false),
+            stack_lo: Cell::new(0),
+            stack_hi: Cell::new(0),
         }
     };
 }
@@ -94,10 +102,4 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = STATE.try_with(|s| s.busy.set(false));
     }
-}
-
-/// Whether the current thread is inside tracker code.
-#[inline]
-pub(crate) fn is_busy() -> bool {
-    STATE.try_with(|s| s.busy.get()).unwrap_or(true)
 }

@@ -16,7 +16,7 @@ use std::alloc::{GlobalAlloc, Layout};
 use crate::book::{self, Book, COUNT_ONE};
 use crate::guard::Guard;
 use crate::header::{self, Header};
-use crate::stack::{self, Unwinder};
+use crate::stack::{self, Stack, Unwinder};
 use crate::{clock, sites};
 
 /// Estimated bytes a block of `size` with `weight` stands for.
@@ -41,7 +41,8 @@ pub(crate) fn est_count(weight: f32) -> u64 {
 
 /// Captures the stack and finds its site. Under the guard.
 fn site_here(unwinder: Unwinder, book: &Book) -> u32 {
-    let stack = stack::capture(unwinder);
+    let mut stack = Stack::new();
+    stack::capture(unwinder, &mut stack);
     sites::site_of(&stack, book)
 }
 
@@ -49,14 +50,35 @@ fn site_here(unwinder: Unwinder, book: &Book) -> u32 {
 ///
 /// # Safety
 /// `user` must have `header::HEADER_SIZE` bytes of ours below it.
-unsafe fn book_new(user: *mut u8, size: usize, off: usize, align: usize, site: u32, weight: f32, book: &Book) {
-    let h = Header::new(user as usize, size, off, book.index(), site, weight, clock::now_us());
+unsafe fn book_new(
+    user: *mut u8,
+    size: usize,
+    off: usize,
+    align: usize,
+    site: u32,
+    weight: f32,
+    book: &Book,
+) {
+    let h = Header::new(
+        user as usize,
+        size,
+        off,
+        book.index(),
+        site,
+        weight,
+        clock::birth_us(),
+    );
     // SAFETY: guaranteed by the caller.
     unsafe {
         header::write(user, &h);
         book.link(user as usize);
     }
-    book.count_alloc(site, est_bytes(size as u64, weight), est_count(weight), header::pad(align));
+    book.count_alloc(
+        site,
+        est_bytes(size as u64, weight),
+        est_count(weight),
+        header::pad(align),
+    );
 }
 
 /// Takes a recorded block out of the books: unlinks it and clears its magic.
@@ -79,7 +101,12 @@ unsafe fn unlink(user: *mut u8) -> Header {
 /// Charges the free of a block to the site that allocated it, in the freeing
 /// thread's book.
 fn count_free(h: &Header, size: usize, align: usize) {
-    book::current().count_free(h.site, est_bytes(size as u64, h.weight), est_count(h.weight), header::pad(align));
+    book::current().count_free(
+        h.site,
+        est_bytes(size as u64, h.weight),
+        est_count(h.weight),
+        header::pad(align),
+    );
 }
 
 /// Puts a record back after a failed inner realloc.
@@ -105,14 +132,30 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     weight: f32,
     unwinder: Unwinder,
 ) -> *mut u8 {
-    // SAFETY (all plain forwards below): the caller's `layout` contract.
-    let plain = || unsafe { if zeroed { inner.alloc_zeroed(layout) } else { inner.alloc(layout) } };
-    let Some(_guard) = Guard::enter() else { return plain() };
-    let Some(il) = header::inner_layout(layout) else { return plain() };
+    // SAFETY: (all plain forwards below) the caller's `layout` contract.
+    let plain = || unsafe {
+        if zeroed {
+            inner.alloc_zeroed(layout)
+        } else {
+            inner.alloc(layout)
+        }
+    };
+    let Some(_guard) = Guard::enter() else {
+        return plain();
+    };
+    let Some(il) = header::inner_layout(layout) else {
+        return plain();
+    };
     let book = book::current();
     let site = site_here(unwinder, book);
     // SAFETY: `il` has a non-zero size (it includes the header).
-    let base = unsafe { if zeroed { inner.alloc_zeroed(il) } else { inner.alloc(il) } };
+    let base = unsafe {
+        if zeroed {
+            inner.alloc_zeroed(il)
+        } else {
+            inner.alloc(il)
+        }
+    };
     if base.is_null() {
         return base;
     }
@@ -157,10 +200,14 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
 ) -> *mut u8 {
     // SAFETY: the caller's contract.
     let plain = || unsafe { inner.realloc(ptr, layout, new_size) };
-    let Some(_guard) = Guard::enter() else { return plain() };
+    let Some(_guard) = Guard::enter() else {
+        return plain();
+    };
     // SAFETY: `new_size` with the old alignment is a valid layout (caller's contract).
     let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-    let Some(il) = header::inner_layout(new_layout) else { return plain() };
+    let Some(il) = header::inner_layout(new_layout) else {
+        return plain();
+    };
     let book = book::current();
     let site = site_here(unwinder, book);
     // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).

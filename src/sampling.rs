@@ -22,16 +22,23 @@ use crate::guard::STATE;
 /// The default mean distance between samples: 512 KiB, as Go and jemalloc.
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
 
-/// The interval in force; 0 until the installed tracker (or a call to
-/// [`set_sample_interval`]) sets it.
+/// The run-time override set by [`set_sample_interval`]; 0 while there is
+/// none, and then each tracker samples at its own configured interval (so
+/// several `Tracker` statics with different intervals can coexist, as the
+/// benchmarks need). Written only by [`set_sample_interval`], so the line
+/// stays in every core's cache.
 static INTERVAL: AtomicU64 = AtomicU64::new(0);
+
+/// The configured interval of the first tracker that made a sampling
+/// decision: what snapshots report when there is no override.
+static CONFIGURED: AtomicU64 = AtomicU64::new(0);
 
 /// Bumped on every interval change so each thread redraws its countdown
 /// instead of running out a countdown drawn under the old interval.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Changes the sample interval for allocations made from now on, on every
-/// thread.
+/// thread (and for every tracker, overriding the interval it was built with).
 ///
 /// Blocks recorded earlier keep the weight they were recorded with, so they
 /// are released correctly whatever the interval is when they are freed.
@@ -57,13 +64,28 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// The interval in force (the installed tracker's, or the default when no
-/// tracker has run yet).
+/// The interval in force (the override, else the installed tracker's, else
+/// the default when no tracker has run yet).
 pub(crate) fn current_interval() -> u64 {
-    match INTERVAL.load(Relaxed) {
-        0 => DEFAULT_SAMPLE_INTERVAL,
-        r => r,
+    match (INTERVAL.load(Relaxed), CONFIGURED.load(Relaxed)) {
+        (0, 0) => DEFAULT_SAMPLE_INTERVAL,
+        (0, c) => c,
+        (r, _) => r,
     }
+}
+
+/// Remembers the first configured interval seen, for [`current_interval`].
+#[inline(always)]
+fn note_configured(configured: u64) {
+    if CONFIGURED.load(Relaxed) == 0 {
+        note_configured_slow(configured);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn note_configured_slow(configured: u64) {
+    let _ = CONFIGURED.compare_exchange(0, configured.max(1), Relaxed, Relaxed);
 }
 
 /// Subtracts `size` from this thread's countdown. Returns true when the
@@ -80,17 +102,36 @@ pub(crate) fn tick(size: usize) -> bool {
         .unwrap_or(false)
 }
 
+/// The decision of a tracker configured with `sample_interval(1)`: record
+/// (weight 1) unless [`set_sample_interval`] overrode the interval. Skips the
+/// countdown entirely, so an exact tracker never runs out a countdown drawn
+/// for another interval (or by another tracker).
+#[inline(always)]
+pub(crate) fn decide_exact(size: usize) -> Option<f32> {
+    match INTERVAL.load(Relaxed) {
+        0 | 1 => {
+            note_configured(1);
+            Some(1.0)
+        }
+        _ if tick(size) => decide(size, 1),
+        _ => None,
+    }
+}
+
 /// The slow half of [`tick`]: decides whether this allocation is sampled and
 /// returns its weight if so, redrawing the countdown as needed.
-/// `configured` is the installed tracker's own interval, adopted as the
-/// global one the first time any thread gets here.
+/// `configured` is the calling tracker's own interval, used unless
+/// [`set_sample_interval`] overrode it. (Two sampling trackers with different
+/// intervals used on one thread share its countdown; each sample still
+/// carries the weight of the interval it was drawn under, up to that draw.)
 #[cold]
 #[inline(never)]
 pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
-    if INTERVAL.load(Relaxed) == 0 {
-        let _ = INTERVAL.compare_exchange(0, configured.max(1), Relaxed, Relaxed);
-    }
-    let interval = INTERVAL.load(Relaxed).max(1);
+    note_configured(configured);
+    let interval = match INTERVAL.load(Relaxed) {
+        0 => configured.max(1),
+        r => r,
+    };
     STATE
         .try_with(|s| {
             let generation = GENERATION.load(Relaxed);
@@ -158,7 +199,9 @@ fn seed(thread_addr: u64) -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static ANCHOR: u8 = 0;
     let n = COUNTER.fetch_add(1, Relaxed);
-    let mut z = thread_addr ^ (&ANCHOR as *const u8 as u64).rotate_left(17) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = thread_addr
+        ^ (&ANCHOR as *const u8 as u64).rotate_left(17)
+        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -181,6 +224,9 @@ mod tests {
 
     #[test]
     fn zero_interval_is_an_error() {
-        assert!(matches!(set_sample_interval(0), Err(Error::InvalidSampleInterval)));
+        assert!(matches!(
+            set_sample_interval(0),
+            Err(Error::InvalidSampleInterval)
+        ));
     }
 }

@@ -1,0 +1,10 @@
+//! Workload binary: leakscope, exact mode, frame-pointer unwinder. See `workload.rs` and `benches/compare.sh`.
+
+#[global_allocator]
+static GLOBAL: leakscope::Tracker = leakscope::Tracker::system()
+    .sample_interval(1)
+    .unwinder(leakscope::Unwinder::FramePointers);
+
+fn profiler() -> impl Sized {}
+
+include!("workload.rs");
