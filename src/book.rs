@@ -82,7 +82,8 @@ pub(crate) struct Book {
 // everything else is atomic.
 unsafe impl Sync for Book {}
 
-static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_BOOKS];
+static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] =
+    [const { AtomicPtr::new(std::ptr::null_mut()) }; MAX_BOOKS];
 static BOOK_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises creating and handing out books (rare: once per thread).
 /// Lock order: `POOL` is taken alone; nothing else is locked while it is held.
@@ -193,7 +194,11 @@ impl Book {
 
     fn lock(&self) -> ListGuard<'_> {
         let mut spins = 0u32;
-        while self.lock.compare_exchange_weak(false, true, Acquire, Relaxed).is_err() {
+        while self
+            .lock
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
             while self.lock.load(Relaxed) {
                 spins += 1;
                 if spins < 100 {
@@ -326,7 +331,10 @@ fn acquire() -> &'static Book {
             let p = BOOKS[i].load(Acquire);
             // SAFETY: published books are leaked boxes, never freed.
             let b = unsafe { &*p };
-            b.in_use.compare_exchange(false, true, AcqRel, Relaxed).is_ok().then_some(b)
+            b.in_use
+                .compare_exchange(false, true, AcqRel, Relaxed)
+                .is_ok()
+                .then_some(b)
         });
         match reused {
             Some(b) => b,
@@ -393,7 +401,9 @@ pub(crate) fn gather(nsites: usize) -> Vec<Totals> {
             // SAFETY: published chunks are valid and never freed.
             let chunk = unsafe { &*chunk };
             for (i, c) in chunk.0.iter().enumerate() {
-                let Some(t) = out.get_mut(ci * CHUNK + i) else { break };
+                let Some(t) = out.get_mut(ci * CHUNK + i) else {
+                    break;
+                };
                 t.alloc_bytes = t.alloc_bytes.wrapping_add(c.alloc_bytes.load(Relaxed));
                 t.alloc_count = t.alloc_count.wrapping_add(c.alloc_count.load(Relaxed));
                 t.free_bytes = t.free_bytes.wrapping_add(c.free_bytes.load(Relaxed));
@@ -427,7 +437,12 @@ pub(crate) fn live_blocks() -> Vec<LiveBlock> {
             let mut overflow = false;
             book.walk(|h| {
                 if out.len() - start < room {
-                    out.push(LiveBlock { site: h.site, birth_us: h.birth_us(), size: h.size(), weight: h.weight });
+                    out.push(LiveBlock {
+                        site: h.site,
+                        birth_us: h.birth_us(),
+                        size: h.size(),
+                        weight: h.weight,
+                    });
                 } else {
                     overflow = true;
                 }
@@ -447,9 +462,15 @@ pub(crate) fn overhead_bytes() -> u64 {
     let mut total = 0u64;
     for book in all() {
         total += std::mem::size_of::<Book>() as u64;
-        let chunks = book.chunks.iter().filter(|c| !c.load(Relaxed).is_null()).count() as u64;
+        let chunks = book
+            .chunks
+            .iter()
+            .filter(|c| !c.load(Relaxed).is_null())
+            .count() as u64;
         total += chunks * std::mem::size_of::<Chunk>() as u64;
-        total = total.wrapping_add(book.pad_alloc.load(Relaxed)).wrapping_sub(book.pad_free.load(Relaxed));
+        total = total
+            .wrapping_add(book.pad_alloc.load(Relaxed))
+            .wrapping_sub(book.pad_free.load(Relaxed));
     }
     total
 }

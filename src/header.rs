@@ -60,7 +60,15 @@ const LOW48: u64 = (1 << 48) - 1;
 
 impl Header {
     /// A header for a block at `user`, not yet linked.
-    pub(crate) fn new(user: usize, size: usize, off: usize, book: u16, site: u32, weight: f32, birth_us: u64) -> Header {
+    pub(crate) fn new(
+        user: usize,
+        size: usize,
+        off: usize,
+        book: u16,
+        site: u32,
+        weight: f32,
+        birth_us: u64,
+    ) -> Header {
         Header {
             prev: 0,
             next: 0,

@@ -109,8 +109,15 @@ pub fn snapshot() -> Snapshot {
                 frames: OnceCell::new(),
             });
         }
-        let tracker_bytes = book::overhead_bytes() + sites::overhead_bytes(&stacks) + symbolize::overhead_bytes();
-        Snapshot::from_sites(sites, tracker_bytes, sampling::current_interval(), taken_us, time)
+        let tracker_bytes =
+            book::overhead_bytes() + sites::overhead_bytes(&stacks) + symbolize::overhead_bytes();
+        Snapshot::from_sites(
+            sites,
+            tracker_bytes,
+            sampling::current_interval(),
+            taken_us,
+            time,
+        )
     })
 }
 
@@ -135,7 +142,11 @@ pub(crate) fn summary() -> Summary {
             .iter()
             .map(|t| t.alloc_bytes.saturating_sub(t.free_bytes))
             .collect();
-        Summary { taken_us, stacks, live }
+        Summary {
+            taken_us,
+            stacks,
+            live,
+        }
     })
 }
 
@@ -152,8 +163,19 @@ fn fixed_to_count(fixed: u64) -> u64 {
 }
 
 impl Snapshot {
-    fn from_sites(mut sites: Vec<Site>, tracker_bytes: u64, sample_interval: u64, taken_us: u64, time: SystemTime) -> Snapshot {
-        sites.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.total_bytes.cmp(&a.total_bytes)).then(a.id.cmp(&b.id)));
+    fn from_sites(
+        mut sites: Vec<Site>,
+        tracker_bytes: u64,
+        sample_interval: u64,
+        taken_us: u64,
+        time: SystemTime,
+    ) -> Snapshot {
+        sites.sort_by(|a, b| {
+            b.live_bytes
+                .cmp(&a.live_bytes)
+                .then(b.total_bytes.cmp(&a.total_bytes))
+                .then(a.id.cmp(&b.id))
+        });
         Snapshot {
             live_bytes: sites.iter().map(|s| s.live_bytes).sum(),
             live_allocs: sites.iter().map(|s| s.live_allocs).sum(),
@@ -254,7 +276,12 @@ impl Snapshot {
                 .sites
                 .iter()
                 .filter_map(|s| {
-                    let born: Vec<Born> = s.born.iter().filter(|b| keep(b.birth_us)).copied().collect();
+                    let born: Vec<Born> = s
+                        .born
+                        .iter()
+                        .filter(|b| keep(b.birth_us))
+                        .copied()
+                        .collect();
                     if born.is_empty() {
                         return None;
                     }
@@ -266,7 +293,13 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            Snapshot::from_sites(sites, self.tracker_bytes, self.sample_interval, self.taken_us, self.time)
+            Snapshot::from_sites(
+                sites,
+                self.tracker_bytes,
+                self.sample_interval,
+                self.taken_us,
+                self.time,
+            )
         })
     }
 }
@@ -303,7 +336,8 @@ impl Site {
     /// frames trimmed off the top and the runtime start-up frames off the
     /// bottom.
     pub fn frames(&self) -> &[Frame] {
-        self.frames.get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.frames
+            .get_or_init(|| symbolize::symbolize(&self.addrs))
     }
 
     /// The raw return addresses of the stack, innermost first, untrimmed.
@@ -393,8 +427,14 @@ impl Diff {
                 frames: b.frames.clone(),
             });
         }
-        sites.retain(|d| d.live_bytes_delta != 0 || d.live_allocs_delta != 0 || d.total_allocs_delta != 0);
-        sites.sort_by(|a, b| b.live_bytes_delta.cmp(&a.live_bytes_delta).then(a.id.cmp(&b.id)));
+        sites.retain(|d| {
+            d.live_bytes_delta != 0 || d.live_allocs_delta != 0 || d.total_allocs_delta != 0
+        });
+        sites.sort_by(|a, b| {
+            b.live_bytes_delta
+                .cmp(&a.live_bytes_delta)
+                .then(a.id.cmp(&b.id))
+        });
         Diff {
             live_bytes_delta: delta(now.live_bytes, base.live_bytes),
             live_allocs_delta: delta(now.live_allocs, base.live_allocs),
@@ -474,7 +514,8 @@ impl SiteDelta {
 
     /// The call stack, as [`Site::frames`].
     pub fn frames(&self) -> &[Frame] {
-        self.frames.get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.frames
+            .get_or_init(|| symbolize::symbolize(&self.addrs))
     }
 
     /// The raw return addresses, as [`Site::addresses`].

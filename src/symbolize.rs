@@ -104,7 +104,9 @@ pub(crate) fn is_std_name(name: &str) -> bool {
             s = strip_refs(rest);
         }
     }
-    ["alloc::", "core::", "std::", "hashbrown::"].iter().any(|p| s.starts_with(p))
+    ["alloc::", "core::", "std::", "hashbrown::"]
+        .iter()
+        .any(|p| s.starts_with(p))
 }
 
 fn strip_refs(mut s: &str) -> &str {
@@ -140,7 +142,10 @@ fn is_tracker_or_shim(name: &str) -> bool {
 /// `__rust_begin_short_backtrace` marks the bottom of a thread's stack.
 fn is_alloc_shim(name: &str) -> bool {
     let bare = name.strip_prefix("__rustc::").unwrap_or(name);
-    matches!(bare, "__rust_alloc" | "__rust_alloc_zeroed" | "__rust_realloc" | "__rust_dealloc")
+    matches!(
+        bare,
+        "__rust_alloc" | "__rust_alloc_zeroed" | "__rust_realloc" | "__rust_dealloc"
+    )
 }
 
 static CACHE: Lazy<DashMap<usize, Arc<[Frame]>>> = Lazy::new(DashMap::new);
@@ -213,7 +218,10 @@ fn trim(frames: &mut Vec<Frame>) {
     // Bottom: std's `__rust_begin_short_backtrace` marks where `main` or a
     // thread's closure was entered (libtest has one of its own); drop it,
     // everything outwards, and the std glue right inside it.
-    if let Some(i) = frames.iter().position(|f| f.function.contains("__rust_begin_short_backtrace")) {
+    if let Some(i) = frames
+        .iter()
+        .position(|f| f.function.contains("__rust_begin_short_backtrace"))
+    {
         frames.truncate(i);
         while frames.len() > 1 && frames.last().is_some_and(Frame::is_std_library) {
             frames.pop();
@@ -229,8 +237,16 @@ fn trim(frames: &mut Vec<Frame>) {
 
 /// The C runtime's and the platform's entry frames, below any user code.
 fn is_startup(name: &str) -> bool {
-    matches!(name, "_start" | "main" | "__libc_start_main" | "__libc_start_call_main" | "start_thread" | "clone" | "clone3")
-        || name.starts_with("__libc_start_main")
+    matches!(
+        name,
+        "_start"
+            | "main"
+            | "__libc_start_main"
+            | "__libc_start_call_main"
+            | "start_thread"
+            | "clone"
+            | "clone3"
+    ) || name.starts_with("__libc_start_main")
         || name.starts_with("std::rt::lang_start")
 }
 
@@ -241,7 +257,11 @@ pub(crate) fn overhead_bytes() -> u64 {
         .map(|e| {
             e.value()
                 .iter()
-                .map(|f| (std::mem::size_of::<Frame>() + f.function.len() + f.file.as_ref().map_or(0, String::len)) as u64)
+                .map(|f| {
+                    (std::mem::size_of::<Frame>()
+                        + f.function.len()
+                        + f.file.as_ref().map_or(0, String::len)) as u64
+                })
                 .sum::<u64>()
                 + 48
         })
@@ -254,9 +274,13 @@ mod tests {
 
     #[test]
     fn std_names() {
-        assert!(is_std_name("<alloc::alloc::Global as core::alloc::Allocator>::allocate"));
+        assert!(is_std_name(
+            "<alloc::alloc::Global as core::alloc::Allocator>::allocate"
+        ));
         assert!(is_std_name("alloc::raw_vec::RawVec<T,A>::grow_one"));
-        assert!(is_std_name("<&mut std::io::Stdout as std::io::Write>::write"));
+        assert!(is_std_name(
+            "<&mut std::io::Stdout as std::io::Write>::write"
+        ));
         assert!(is_std_name("hashbrown::raw::RawTable<T>::reserve_rehash"));
         assert!(is_std_name("<T as alloc::string::ToString>::to_string"));
         assert!(!is_std_name("global_slice_leak::generate_string"));
@@ -269,10 +293,14 @@ mod tests {
     fn shims() {
         assert!(is_tracker_or_shim("__rustc::__rust_alloc"));
         assert!(is_tracker_or_shim("__rust_realloc"));
-        assert!(is_tracker_or_shim("<leakscope::alloc::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"));
+        assert!(is_tracker_or_shim(
+            "<leakscope::alloc::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"
+        ));
         assert!(is_tracker_or_shim("alloc::alloc::exchange_malloc"));
         assert!(!is_tracker_or_shim("alloc::raw_vec::finish_grow"));
         assert!(!is_tracker_or_shim("__rust_try"));
-        assert!(!is_tracker_or_shim("std::sys::backtrace::__rust_begin_short_backtrace"));
+        assert!(!is_tracker_or_shim(
+            "std::sys::backtrace::__rust_begin_short_backtrace"
+        ));
     }
 }

@@ -49,7 +49,12 @@ fn live_bytes_per_site_equal_the_truth() {
     assert_eq!(live_bytes_through(&snap, "other_block"), truth_other);
     // Totals count the freed third too.
     let grown = snap.diff(&start);
-    let total: i64 = grown.sites().iter().filter(|d| site_has(d.frames(), "make_block")).map(|d| d.total_bytes_delta()).sum();
+    let total: i64 = grown
+        .sites()
+        .iter()
+        .filter(|d| site_has(d.frames(), "make_block"))
+        .map(|d| d.total_bytes_delta())
+        .sum();
     assert_eq!(total as u64, sizes.iter().map(|&n| n as u64).sum::<u64>());
     drop(kept);
     drop(kept_other);
@@ -83,8 +88,13 @@ fn realloc_growth_to_64_mib_is_charged_to_the_pushing_code() {
     assert_eq!(live_bytes_through(&snap, "grow_vec"), v.capacity() as u64);
     assert_eq!(live_allocs_through(&snap, "grow_vec"), 1);
     // Every realloc was an allocation of the new block at its own stack.
-    let allocs: u64 = sites_through(&snap, "grow_vec").map(|s| s.total_allocs()).sum();
-    assert!(allocs >= 20, "doubling from 8 to 64 MiB takes >= 20 reallocs, saw {allocs}");
+    let allocs: u64 = sites_through(&snap, "grow_vec")
+        .map(|s| s.total_allocs())
+        .sum();
+    assert!(
+        allocs >= 20,
+        "doubling from 8 to 64 MiB takes >= 20 reallocs, saw {allocs}"
+    );
     drop(v);
     assert_eq!(live_bytes_through(&leakscope::snapshot(), "grow_vec"), 0);
 }
@@ -102,7 +112,10 @@ fn shrinking_realloc_is_exact() {
     let _s = serial();
     let v = shrink_then_keep();
     let snap = leakscope::snapshot();
-    assert_eq!(live_bytes_through(&snap, "shrink_then_keep"), (v.capacity() * 4) as u64);
+    assert_eq!(
+        live_bytes_through(&snap, "shrink_then_keep"),
+        (v.capacity() * 4) as u64
+    );
 }
 
 #[inline(never)]
@@ -124,18 +137,38 @@ fn frames_are_trimmed_and_symbolized() {
     let _s = serial();
     let b = make_block(4321);
     let snap = leakscope::snapshot();
-    let site = sites_through(&snap, "make_block").find(|s| s.live_bytes() == 4321).expect("site of make_block");
+    let site = sites_through(&snap, "make_block")
+        .find(|s| s.live_bytes() == 4321)
+        .expect("site of make_block");
     let frames = site.frames();
     let top = &frames[0];
-    assert!(!top.function().contains("leakscope"), "tracker frames trimmed: {frames:#?}");
-    assert!(!top.function().contains("__rust_alloc"), "shims trimmed: {frames:#?}");
-    assert!(!top.function().contains("::h"), "hash stripped: {}", top.function());
+    assert!(
+        !top.function().contains("leakscope"),
+        "tracker frames trimmed: {frames:#?}"
+    );
+    assert!(
+        !top.function().contains("__rust_alloc"),
+        "shims trimmed: {frames:#?}"
+    );
+    assert!(
+        !top.function().contains("::h"),
+        "hash stripped: {}",
+        top.function()
+    );
     let user = frames.iter().find(|f| !f.is_std_library()).unwrap();
     assert!(user.function().ends_with("make_block"), "{frames:#?}");
-    assert!(user.file().is_some_and(|f| f.ends_with("core_exact.rs")), "{:?}", user.file());
+    assert!(
+        user.file().is_some_and(|f| f.ends_with("core_exact.rs")),
+        "{:?}",
+        user.file()
+    );
     assert!(user.line().is_some());
     let last = frames.last().unwrap();
-    assert!(!last.function().contains("lang_start") && !last.function().contains("__rust_begin_short_backtrace"), "{frames:#?}");
+    assert!(
+        !last.function().contains("lang_start")
+            && !last.function().contains("__rust_begin_short_backtrace"),
+        "{frames:#?}"
+    );
     // The report names it.
     let text = snap.to_string();
     assert!(text.contains("make_block"), "{text}");
@@ -159,7 +192,11 @@ fn tracker_allocations_never_show_up() {
     let last = leakscope::snapshot();
     for site in last.sites() {
         for f in site.frames() {
-            assert!(!f.function().starts_with("leakscope::"), "tracker site: {:#?}", site.frames());
+            assert!(
+                !f.function().starts_with("leakscope::"),
+                "tracker site: {:#?}",
+                site.frames()
+            );
         }
     }
     assert!(last.tracker_bytes() > 0);

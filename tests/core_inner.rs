@@ -94,7 +94,12 @@ unsafe impl GlobalAlloc for Checked {
         REALLOCS.fetch_add(1, Relaxed);
         let new = Layout::from_size_align(n, l.align()).unwrap();
         // SAFETY: caller's contract; the prefix moves with the data.
-        unsafe { stamp(System.realloc(check(p, l), outer(l), outer(new).size()), new) }
+        unsafe {
+            stamp(
+                System.realloc(check(p, l), outer(l), outer(new).size()),
+                new,
+            )
+        }
     }
 }
 
@@ -156,7 +161,10 @@ fn alloc_zeroed_and_realloc_reach_the_inner_allocator() {
     let v = zeroed_here(1000);
     assert!(ZEROED.load(Relaxed) > z0);
     assert!(v.iter().all(|&x| x == 0));
-    assert_eq!(live_bytes_through(&leakscope::snapshot(), "zeroed_here"), 4000);
+    assert_eq!(
+        live_bytes_through(&leakscope::snapshot(), "zeroed_here"),
+        4000
+    );
 
     // Realloc of an unrecorded, unsampled block is one inner realloc, no detour.
     leakscope::set_sample_interval(1 << 62).unwrap();
@@ -186,7 +194,12 @@ fn inner_failures_pass_through_and_are_not_recorded() {
     assert!(r.is_none());
     let snap = leakscope::snapshot();
     assert_eq!(live_bytes_through(&snap, "doomed"), 0);
-    assert_eq!(sites_through(&snap, "doomed").map(|s| s.total_allocs()).sum::<u64>(), 0);
+    assert_eq!(
+        sites_through(&snap, "doomed")
+            .map(|s| s.total_allocs())
+            .sum::<u64>(),
+        0
+    );
 
     // A failed realloc of a recorded block keeps the old record.
     let mut v = doomed(1000).unwrap();

@@ -98,12 +98,20 @@ fn totals_equal_an_independent_counting_oracle() {
     let after = leakscope::snapshot();
 
     let diff = after.diff(&before);
-    let through: Vec<_> = diff.sites().iter().filter(|d| site_has(d.frames(), "workload")).collect();
+    let through: Vec<_> = diff
+        .sites()
+        .iter()
+        .filter(|d| site_has(d.frames(), "workload"))
+        .collect();
     let allocs: i64 = through.iter().map(|d| d.total_allocs_delta()).sum();
     let bytes: i64 = through.iter().map(|d| d.total_bytes_delta()).sum();
     let live: i64 = through.iter().map(|d| d.live_bytes_delta()).sum();
     assert_eq!(allocs as u64, ALLOCS.load(Relaxed), "allocations");
     assert_eq!(bytes as u64, BYTES.load(Relaxed), "bytes");
-    assert_eq!(live as u64, BYTES.load(Relaxed) - FREED_BYTES.load(Relaxed), "live bytes");
+    assert_eq!(
+        live as u64,
+        BYTES.load(Relaxed) - FREED_BYTES.load(Relaxed),
+        "live bytes"
+    );
     drop(kept);
 }

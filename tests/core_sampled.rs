@@ -23,7 +23,10 @@ fn churn_256() -> Box<[u8; 256]> {
 
 #[test]
 fn a_1_gib_leak_of_256_byte_blocks_is_estimated_within_10_percent() {
-    assert_eq!(leakscope::snapshot().sample_interval(), leakscope::DEFAULT_SAMPLE_INTERVAL);
+    assert_eq!(
+        leakscope::snapshot().sample_interval(),
+        leakscope::DEFAULT_SAMPLE_INTERVAL
+    );
     let n = GIB / 256;
     let mut kept = Vec::with_capacity(n);
     for i in 0..n {
@@ -37,22 +40,47 @@ fn a_1_gib_leak_of_256_byte_blocks_is_estimated_within_10_percent() {
     let snap = leakscope::snapshot();
     let est = live_bytes_through(&snap, "leak_256") as f64;
     let rel = (est - GIB as f64) / GIB as f64;
-    assert!(rel.abs() < 0.10, "estimate {est} is {:.1}% off", rel * 100.0);
+    assert!(
+        rel.abs() < 0.10,
+        "estimate {est} is {:.1}% off",
+        rel * 100.0
+    );
     let est_allocs = live_allocs_through(&snap, "leak_256") as f64;
     let rel_n = (est_allocs - n as f64) / n as f64;
-    assert!(rel_n.abs() < 0.10, "allocation estimate {est_allocs} is {:.1}% off", rel_n * 100.0);
+    assert!(
+        rel_n.abs() < 0.10,
+        "allocation estimate {est_allocs} is {:.1}% off",
+        rel_n * 100.0
+    );
 
     let churn_live = live_bytes_through(&snap, "churn_256");
-    let churn_total: u64 = sites_through(&snap, "churn_256").map(|s| s.total_bytes()).sum();
-    assert!(churn_live < (GIB / 100) as u64, "freed site shows {churn_live} live");
+    let churn_total: u64 = sites_through(&snap, "churn_256")
+        .map(|s| s.total_bytes())
+        .sum();
+    assert!(
+        churn_live < (GIB / 100) as u64,
+        "freed site shows {churn_live} live"
+    );
     let rel_t = (churn_total as f64 - GIB as f64) / GIB as f64;
-    assert!(rel_t.abs() < 0.10, "churn total {churn_total} is {:.1}% off", rel_t * 100.0);
+    assert!(
+        rel_t.abs() < 0.10,
+        "churn total {churn_total} is {:.1}% off",
+        rel_t * 100.0
+    );
 
     drop(kept);
     let after = leakscope::snapshot();
-    assert_eq!(live_bytes_through(&after, "leak_256"), 0, "every sampled block was released");
+    assert_eq!(
+        live_bytes_through(&after, "leak_256"),
+        0,
+        "every sampled block was released"
+    );
     // The tracker's own memory stays small next to the 1 GiB it watched.
-    assert!(snap.tracker_bytes() < (GIB / 100) as u64, "tracker holds {}", snap.tracker_bytes());
+    assert!(
+        snap.tracker_bytes() < (GIB / 100) as u64,
+        "tracker holds {}",
+        snap.tracker_bytes()
+    );
 }
 
 #[inline(never)]

@@ -34,12 +34,22 @@ fn allocated_here_freed_there_and_exited_threads() {
     }
     producer.join().unwrap();
     // A thread that exits while its blocks are still live.
-    let leaked_by_exited: Vec<Vec<u8>> = thread::spawn(|| (0..100).map(|_| produce(1000)).collect()).join().unwrap();
+    let leaked_by_exited: Vec<Vec<u8>> =
+        thread::spawn(|| (0..100).map(|_| produce(1000)).collect())
+            .join()
+            .unwrap();
 
     let snap = leakscope::snapshot();
-    let truth: u64 = kept.iter().chain(&leaked_by_exited).map(|v| v.capacity() as u64).sum();
+    let truth: u64 = kept
+        .iter()
+        .chain(&leaked_by_exited)
+        .map(|v| v.capacity() as u64)
+        .sum();
     assert_eq!(live_bytes_through(&snap, "produce"), truth);
-    assert_eq!(live_allocs_through(&snap, "produce"), (kept.len() + leaked_by_exited.len()) as u64);
+    assert_eq!(
+        live_allocs_through(&snap, "produce"),
+        (kept.len() + leaked_by_exited.len()) as u64
+    );
     drop(kept);
     drop(leaked_by_exited);
     assert_eq!(live_bytes_through(&leakscope::snapshot(), "produce"), 0);
@@ -77,7 +87,10 @@ fn four_threads_at_once_balance_and_do_not_deadlock() {
     let snap = leakscope::snapshot();
     assert_eq!(live_bytes_through(&snap, "worker_block"), truth);
     drop(results);
-    assert_eq!(live_bytes_through(&leakscope::snapshot(), "worker_block"), 0);
+    assert_eq!(
+        live_bytes_through(&leakscope::snapshot(), "worker_block"),
+        0
+    );
 }
 
 #[test]
@@ -88,5 +101,8 @@ fn many_short_threads_reuse_books() {
     }
     let after = leakscope::snapshot().tracker_bytes();
     // Books are pooled: 200 sequential threads must not take 200 books.
-    assert!(after < before + 4 * 1024 * 1024, "tracker grew from {before} to {after}");
+    assert!(
+        after < before + 4 * 1024 * 1024,
+        "tracker grew from {before} to {after}"
+    );
 }
