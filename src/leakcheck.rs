@@ -5,12 +5,13 @@
 //! recorded block carries its birth time, so this sees allocations made on
 //! any thread, and needs no hook on the allocation path.
 
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::panic::Location;
 use std::sync::Arc;
 
 use crate::clock;
 use crate::guard::Guard;
+use crate::report::text::{human, write_frames};
 use crate::snapshot::{Site, Snapshot, snapshot};
 use crate::symbolize::{self, Frame};
 
@@ -229,47 +230,4 @@ fn report(leaked: &Snapshot, caller: &Location<'_>) -> String {
 
 fn plural(n: u64) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// Bytes in binary units, e.g. `1.5 MiB` (the monitor shares it).
-pub(crate) fn human(bytes: f64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes;
-    let mut u = 0;
-    while v.abs() >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} {}", units[0])
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
-/// One indented line per frame: `function (file:line)`.
-pub(crate) fn write_frames(out: &mut impl fmt::Write, frames: &[Frame]) -> fmt::Result {
-    for fr in frames {
-        match (fr.file(), fr.line()) {
-            (Some(file), Some(line)) => writeln!(out, "        {} ({file}:{line})", fr.function())?,
-            (Some(file), None) => writeln!(out, "        {} ({file})", fr.function())?,
-            _ => writeln!(out, "        {}", fr.function())?,
-        }
-    }
-    if frames.is_empty() {
-        writeln!(out, "        <no frames>")?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human;
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human(100.0), "100 B");
-        assert_eq!(human(1536.0), "1.5 KiB");
-        assert_eq!(human(-2.0 * 1024.0 * 1024.0), "-2.0 MiB");
-    }
 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use once_cell::sync::OnceCell;
 
 use crate::guard::Guard;
-use crate::leakcheck::{human, write_frames};
+use crate::report::text::{human, write_frames};
 use crate::snapshot::{self, Summary};
 use crate::symbolize::{self, Frame};
 use crate::{Error, clock};

@@ -14,7 +14,7 @@ mod flamegraph;
 mod json;
 #[cfg(feature = "pprof")]
 mod pprof;
-mod text;
+pub(crate) mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -33,13 +33,17 @@ pub(crate) fn owner(frames: &[Frame]) -> String {
         .map_or_else(|| "<unknown>".to_string(), |f| f.function().to_string())
 }
 
-fn write_stack(f: &mut fmt::Formatter<'_>, frames: &[Frame]) -> fmt::Result {
+/// One indented line per frame: `function (file:line)`.
+pub(crate) fn write_frames(out: &mut impl fmt::Write, frames: &[Frame]) -> fmt::Result {
     for fr in frames {
         match (fr.file(), fr.line()) {
-            (Some(file), Some(line)) => writeln!(f, "        {} ({file}:{line})", fr.function())?,
-            (Some(file), None) => writeln!(f, "        {} ({file})", fr.function())?,
-            _ => writeln!(f, "        {}", fr.function())?,
+            (Some(file), Some(line)) => writeln!(out, "        {} ({file}:{line})", fr.function())?,
+            (Some(file), None) => writeln!(out, "        {} ({file})", fr.function())?,
+            _ => writeln!(out, "        {}", fr.function())?,
         }
+    }
+    if frames.is_empty() {
+        writeln!(out, "        <no frames>")?;
     }
     Ok(())
 }
@@ -95,7 +99,7 @@ impl fmt::Display for Snapshot {
                 s.live_allocs(),
                 s.id()
             )?;
-            write_stack(f, s.frames())?;
+            write_frames(f, s.frames())?;
         }
         Ok(())
     }
@@ -149,7 +153,7 @@ impl fmt::Display for Diff {
                 d.live_allocs_delta(),
                 d.id()
             )?;
-            write_stack(f, d.frames())?;
+            write_frames(f, d.frames())?;
         }
         Ok(())
     }
@@ -164,5 +168,6 @@ mod tests {
         assert_eq!(human(512.0), "512 B");
         assert_eq!(human(1536.0), "1.5 KiB");
         assert_eq!(human(3.0 * 1024.0 * 1024.0), "3.0 MiB");
+        assert_eq!(human(-2.0 * 1024.0 * 1024.0), "-2.0 MiB");
     }
 }
