@@ -18,12 +18,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use once_cell::sync::OnceCell;
-
 use crate::guard::Guard;
 use crate::report::text::{human, write_frames};
 use crate::snapshot::{self, Summary};
-use crate::symbolize::{self, Frame};
+use crate::symbolize::{Frame, SiteStack};
 use crate::{Error, clock};
 
 /// The least R² of the least-squares line through a suspect's window.
@@ -493,10 +491,9 @@ struct Window {
 }
 
 struct Series {
-    addrs: Arc<[usize]>,
     /// Shared by every `Suspect` and `SiteHistory` handed out for this site,
     /// so its stack is symbolized once.
-    frames: Arc<OnceCell<Arc<[Frame]>>>,
+    stack: SiteStack,
     values: VecDeque<u64>,
 }
 
@@ -531,8 +528,7 @@ impl Window {
                 values.resize(n - 1, 0);
                 values.push_back(live);
                 Series {
-                    addrs: addrs.clone(),
-                    frames: Arc::new(OnceCell::new()),
+                    stack: SiteStack::new(addrs.clone()),
                     values,
                 }
             });
@@ -562,8 +558,7 @@ impl Window {
                 let v = judge(&secs, &values, min_growth_bytes)?;
                 Some(Suspect {
                     id,
-                    addrs: s.addrs.clone(),
-                    frames: s.frames.clone(),
+                    stack: s.stack.clone(),
                     growth_bytes: v.growth_bytes,
                     growth_rate: v.rate,
                     live_bytes: values[values.len() - 1],
@@ -583,8 +578,7 @@ impl Window {
             .iter()
             .map(|(&id, s)| SiteHistory {
                 id,
-                addrs: s.addrs.clone(),
-                frames: s.frames.clone(),
+                stack: s.stack.clone(),
                 points: at.iter().copied().zip(s.values.iter().copied()).collect(),
             })
             .collect();
@@ -685,8 +679,7 @@ fn least_squares(t: &[f64], v: &[u64]) -> Option<(f64, f64)> {
 #[derive(Clone, Debug)]
 pub struct Suspect {
     id: u32,
-    addrs: Arc<[usize]>,
-    frames: Arc<OnceCell<Arc<[Frame]>>>,
+    stack: SiteStack,
     growth_bytes: i64,
     growth_rate: f64,
     live_bytes: u64,
@@ -703,13 +696,12 @@ impl Suspect {
     /// The call stack, as [`Site::frames`](crate::Site::frames): symbolized
     /// on first use, innermost first, the tracker's frames trimmed.
     pub fn frames(&self) -> &[Frame] {
-        self.frames
-            .get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.stack.frames()
     }
 
     /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
     pub fn addresses(&self) -> &[usize] {
-        &self.addrs
+        self.stack.addresses()
     }
 
     /// Growth of live bytes from the first to the last summary of the window.
@@ -790,8 +782,7 @@ impl fmt::Display for Suspect {
 #[derive(Clone, Debug)]
 pub struct SiteHistory {
     id: u32,
-    addrs: Arc<[usize]>,
-    frames: Arc<OnceCell<Arc<[Frame]>>>,
+    stack: SiteStack,
     points: Vec<(Instant, u64)>,
 }
 
@@ -803,13 +794,12 @@ impl SiteHistory {
 
     /// The call stack, as [`Site::frames`](crate::Site::frames).
     pub fn frames(&self) -> &[Frame] {
-        self.frames
-            .get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.stack.frames()
     }
 
     /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
     pub fn addresses(&self) -> &[usize] {
-        &self.addrs
+        self.stack.addresses()
     }
 
     /// `(when the summary was taken, estimated live bytes)`, oldest first.

@@ -5,12 +5,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use once_cell::sync::OnceCell;
-
 use crate::book::{self, COUNT_ONE, LiveBlock};
 use crate::guard::Guard;
 use crate::record::{est_bytes, est_count};
-use crate::symbolize::{self, Frame};
+use crate::symbolize::{self, Frame, SiteStack};
 use crate::{clock, sampling, sites};
 
 /// One live recorded block's age data, kept per site for age queries.
@@ -53,7 +51,7 @@ pub struct Snapshot {
 #[derive(Clone, Debug)]
 pub struct Site {
     id: u32,
-    addrs: Arc<[usize]>,
+    stack: SiteStack,
     live_bytes: u64,
     live_allocs: u64,
     total_bytes: u64,
@@ -61,7 +59,6 @@ pub struct Site {
     /// Live blocks by birth, oldest first.
     born: Arc<[Born]>,
     taken_us: u64,
-    frames: OnceCell<Arc<[Frame]>>,
 }
 
 /// Copies the tracker's counters into a [`Snapshot`].
@@ -99,14 +96,13 @@ pub fn snapshot() -> Snapshot {
             b.sort_unstable_by_key(|x| x.birth_us);
             sites.push(Site {
                 id: id as u32,
-                addrs: addrs.clone(),
+                stack: SiteStack::new(addrs.clone()),
                 live_bytes: t.alloc_bytes.saturating_sub(t.free_bytes),
                 live_allocs: fixed_to_count(t.alloc_count.saturating_sub(t.free_count)),
                 total_bytes: t.alloc_bytes,
                 total_allocs: fixed_to_count(t.alloc_count),
                 born: b.into(),
                 taken_us,
-                frames: OnceCell::new(),
             });
         }
         let tracker_bytes =
@@ -336,13 +332,12 @@ impl Site {
     /// frames trimmed off the top and the runtime start-up frames off the
     /// bottom.
     pub fn frames(&self) -> &[Frame] {
-        self.frames
-            .get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.stack.frames()
     }
 
     /// The raw return addresses of the stack, innermost first, untrimmed.
     pub fn addresses(&self) -> &[usize] {
-        &self.addrs
+        self.stack.addresses()
     }
 
     /// Age of the oldest live recorded block of this site, at the time of the
@@ -379,14 +374,13 @@ pub struct Diff {
 #[derive(Clone, Debug)]
 pub struct SiteDelta {
     id: u32,
-    addrs: Arc<[usize]>,
+    stack: SiteStack,
     live_bytes_delta: i64,
     live_allocs_delta: i64,
     total_bytes_delta: i64,
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
-    frames: OnceCell<Arc<[Frame]>>,
 }
 
 fn delta(now: u64, base: u64) -> i64 {
@@ -403,28 +397,26 @@ impl Diff {
             let b = by_id.get(&s.id);
             let d = SiteDelta {
                 id: s.id,
-                addrs: s.addrs.clone(),
+                stack: s.stack.clone(),
                 live_bytes_delta: delta(s.live_bytes, b.map_or(0, |b| b.live_bytes)),
                 live_allocs_delta: delta(s.live_allocs, b.map_or(0, |b| b.live_allocs)),
                 total_bytes_delta: delta(s.total_bytes, b.map_or(0, |b| b.total_bytes)),
                 total_allocs_delta: delta(s.total_allocs, b.map_or(0, |b| b.total_allocs)),
                 live_bytes: s.live_bytes,
                 live_allocs: s.live_allocs,
-                frames: s.frames.clone(),
             };
             sites.push(d);
         }
         for b in base.sites.iter().filter(|b| !seen.contains(&b.id)) {
             sites.push(SiteDelta {
                 id: b.id,
-                addrs: b.addrs.clone(),
+                stack: b.stack.clone(),
                 live_bytes_delta: delta(0, b.live_bytes),
                 live_allocs_delta: delta(0, b.live_allocs),
                 total_bytes_delta: 0,
                 total_allocs_delta: 0,
                 live_bytes: 0,
                 live_allocs: 0,
-                frames: b.frames.clone(),
             });
         }
         sites.retain(|d| {
@@ -514,12 +506,11 @@ impl SiteDelta {
 
     /// The call stack, as [`Site::frames`].
     pub fn frames(&self) -> &[Frame] {
-        self.frames
-            .get_or_init(|| symbolize::symbolize(&self.addrs))
+        self.stack.frames()
     }
 
     /// The raw return addresses, as [`Site::addresses`].
     pub fn addresses(&self) -> &[usize] {
-        &self.addrs
+        self.stack.addresses()
     }
 }

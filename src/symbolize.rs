@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use once_cell::sync::Lazy;
+use once_cell::sync::{Lazy, OnceCell};
 
 use crate::guard::Guard;
 
@@ -185,6 +185,34 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
     let frames: Arc<[Frame]> = out.into();
     CACHE.insert(addr, frames.clone());
     frames
+}
+
+/// A site's raw stack and its frames, symbolized on first use and shared by
+/// every copy (a `Site`, its `SiteDelta`s, the monitor's `Suspect`s), so each
+/// stack is symbolized at most once however many reports show it.
+#[derive(Clone, Debug)]
+pub(crate) struct SiteStack {
+    addrs: Arc<[usize]>,
+    frames: Arc<OnceCell<Arc<[Frame]>>>,
+}
+
+impl SiteStack {
+    pub(crate) fn new(addrs: Arc<[usize]>) -> SiteStack {
+        SiteStack {
+            addrs,
+            frames: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The symbolized, trimmed frames (see [`symbolize`]).
+    pub(crate) fn frames(&self) -> &[Frame] {
+        self.frames.get_or_init(|| symbolize(&self.addrs))
+    }
+
+    /// The raw return addresses, innermost first, untrimmed.
+    pub(crate) fn addresses(&self) -> &[usize] {
+        &self.addrs
+    }
 }
 
 /// Symbolizes a raw stack (innermost first) and trims it: the tracker's own
