@@ -18,6 +18,15 @@ go version
 cargo test --all-features
 # The core must build and pass its own tests without the export features.
 cargo test --no-default-features --lib --tests
+# The README's main command: the top site of the diff must be the stack
+# through `generate_string`.
+out=$(cargo run --release --example global_slice_leak -- --iterations 300000)
+top=$(printf '%s\n' "$out" | grep -A1 'live change' | tail -n 1)
+echo "global_slice_leak top site: $top"
+case "$top" in
+    *global_slice_leak::generate_string*) ;;
+    *) echo "FAIL: the top site of global_slice_leak is not generate_string" >&2; printf '%s\n' "$out" >&2; exit 1 ;;
+esac
 # Docs build clean and benches compile.
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 cargo bench --no-run

@@ -193,15 +193,21 @@ fn draw(s: &crate::guard::ThreadState, interval: u64) -> i64 {
 }
 
 /// A per-thread seed: the thread-local's address (distinct per live thread),
-/// a global counter (distinct per thread ever) and the address of a static
-/// (distinct per process under ASLR), mixed by splitmix64.
+/// a global counter (distinct per thread ever), the address of a static
+/// (distinct per process under ASLR) and the time, mixed by splitmix64.
 fn seed(thread_addr: u64) -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static ANCHOR: u8 = 0;
     let n = COUNTER.fetch_add(1, Relaxed);
+    // The wall clock too: addresses repeat from run to run where address
+    // randomisation is off, and identical runs would then sample identically.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     let mut z = thread_addr
         ^ (&ANCHOR as *const u8 as u64).rotate_left(17)
-        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ now.rotate_left(29);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
