@@ -20,7 +20,7 @@ cargo test --all-features
 cargo test --no-default-features --lib --tests
 # The README's main command: the top site of the diff must be the stack
 # through `generate_string`.
-out=$(cargo run --release --example global_slice_leak -- --iterations 300000)
+out=$(cargo run --release --example global_slice_leak)
 top=$(printf '%s\n' "$out" | grep -A1 'live change' | tail -n 1)
 echo "global_slice_leak top site: $top"
 case "$top" in
