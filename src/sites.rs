@@ -3,7 +3,9 @@
 //!
 //! Lookups go through the calling thread's book cache first (stack hash ->
 //! site id), so the shared table is touched once per distinct stack per
-//! thread, not once per recorded event.
+//! thread, not once per recorded event. The cache trusts the 64-bit hash (it
+//! does not compare the stacks), so two stacks colliding in it would share a
+//! site; the table itself is keyed by the whole stack.
 //!
 //! Lock order: a `TABLE` shard lock, then `STACKS`. `STACKS` alone is taken by
 //! snapshots. Both run only under the guard (dashmap allocates when it grows).
