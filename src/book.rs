@@ -200,7 +200,7 @@ impl Book {
             .is_err()
         {
             while self.lock.load(Relaxed) {
-                spins += 1;
+                spins = spins.saturating_add(1);
                 if spins < 100 {
                     std::hint::spin_loop();
                 } else {
@@ -459,18 +459,18 @@ pub(crate) fn live_blocks() -> Vec<LiveBlock> {
 
 /// Bytes the tracker holds in books and in block headers and padding.
 pub(crate) fn overhead_bytes() -> u64 {
-    let mut total = 0u64;
+    let (mut fixed, mut pad_alloc, mut pad_free) = (0u64, 0u64, 0u64);
     for book in all() {
-        total += std::mem::size_of::<Book>() as u64;
         let chunks = book
             .chunks
             .iter()
             .filter(|c| !c.load(Relaxed).is_null())
             .count() as u64;
-        total += chunks * std::mem::size_of::<Chunk>() as u64;
-        total = total
-            .wrapping_add(book.pad_alloc.load(Relaxed))
-            .wrapping_sub(book.pad_free.load(Relaxed));
+        fixed += std::mem::size_of::<Book>() as u64 + chunks * std::mem::size_of::<Chunk>() as u64;
+        // Summed apart: one book may count more frees than allocations (its
+        // thread freed blocks that others allocated); only the sums balance.
+        pad_alloc = pad_alloc.wrapping_add(book.pad_alloc.load(Relaxed));
+        pad_free = pad_free.wrapping_add(book.pad_free.load(Relaxed));
     }
-    total
+    fixed.saturating_add(pad_alloc.saturating_sub(pad_free))
 }

@@ -89,16 +89,21 @@ pub fn snapshot() -> Snapshot {
         drop(blocks);
         let mut sites = Vec::new();
         for (id, (addrs, t)) in stacks.iter().zip(totals.iter()).enumerate() {
-            if t.alloc_count == 0 && t.free_count == 0 {
+            let mut b = std::mem::take(&mut born[id]);
+            if t.alloc_count == 0 && t.free_count == 0 && b.is_empty() {
                 continue;
             }
-            let mut b = std::mem::take(&mut born[id]);
             b.sort_unstable_by_key(|x| x.birth_us);
+            // Live figures come from the copied live lists, not from the
+            // counters: the counters were read a moment earlier, and other
+            // threads keep allocating, so only the lists agree with the ages
+            // (`live_older_than(0)` is then exactly this snapshot). At rest
+            // both give the same numbers; the counters give the totals.
             sites.push(Site {
                 id: id as u32,
                 stack: SiteStack::new(addrs.clone()),
-                live_bytes: t.alloc_bytes.saturating_sub(t.free_bytes),
-                live_allocs: fixed_to_count(t.alloc_count.saturating_sub(t.free_count)),
+                live_bytes: b.iter().map(|x| x.bytes).sum(),
+                live_allocs: fixed_to_count(b.iter().map(|x| x.count).sum()),
                 total_bytes: t.alloc_bytes,
                 total_allocs: fixed_to_count(t.alloc_count),
                 born: b.into(),
