@@ -7,13 +7,12 @@
 
 use std::fmt::Write as _;
 use std::panic::Location;
-use std::sync::Arc;
 
 use crate::clock;
 use crate::guard::Guard;
-use crate::report::text::{human, write_frames};
+use crate::report::text::{human, owner, write_frames};
 use crate::snapshot::{Site, Snapshot, snapshot};
-use crate::symbolize::{self, Frame};
+use crate::symbolize::Frame;
 
 /// Sites listed in an [`assert_no_leaks`] report; the rest are summed up.
 const REPORT_SITES: usize = 20;
@@ -143,31 +142,18 @@ pub fn assert_no_leaks<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// The frames of a site allocated inside [`assert_no_leaks`], from the
-/// allocation out to the closure it ran.
-///
-/// `Site::frames` trims everything above the outermost `leakscope::` frame
-/// near the top of the stack, meant to cut the recorder's own frames; here
-/// `assert_no_leaks` itself is such a frame, below the user's code, and that
-/// rule would cut exactly the frames the report is for. So the raw stack is
-/// cut just above `assert_no_leaks` first, and only that part is symbolized
-/// and trimmed.
-fn frames_inside(site: &Site) -> Arc<[Frame]> {
-    let addrs = site.addresses();
-    match addrs.iter().position(|&a| in_assert_no_leaks(a)) {
-        Some(cut) if cut > 0 => symbolize::symbolize(&addrs[..cut]),
-        _ => site.frames().into(),
+/// allocation out to the closure it ran: `Site::frames` goes on below the
+/// closure (through `assert_no_leaks` into the caller and the test runner),
+/// which the report leaves out.
+fn frames_inside(site: &Site) -> &[Frame] {
+    let frames = site.frames();
+    match frames.iter().position(|f| {
+        f.function()
+            .starts_with("leakscope::leakcheck::assert_no_leaks")
+    }) {
+        Some(cut) if cut > 0 => &frames[..cut],
+        _ => frames,
     }
-}
-
-/// Whether the (possibly inlined) frames at `addr` include `assert_no_leaks`.
-fn in_assert_no_leaks(addr: usize) -> bool {
-    let mut hit = false;
-    backtrace::resolve(addr as *mut std::ffi::c_void, |sym| {
-        if let Some(name) = sym.name() {
-            hit |= format!("{name:#}").contains("leakscope::leakcheck::assert_no_leaks");
-        }
-    });
-    hit
 }
 
 /// The text of an [`assert_no_leaks`] failure.
@@ -199,10 +185,6 @@ fn report(leaked: &Snapshot, caller: &Location<'_>) -> String {
     }
     for (i, site) in sites.iter().take(REPORT_SITES).enumerate() {
         let frames = frames_inside(site);
-        let owner = frames
-            .iter()
-            .find(|f| !f.is_std_library())
-            .or(frames.first());
         let _ = writeln!(
             s,
             "\n#{} {} in {} allocation{} at {} (site {}):",
@@ -210,10 +192,10 @@ fn report(leaked: &Snapshot, caller: &Location<'_>) -> String {
             human(site.live_bytes() as f64),
             site.live_allocs(),
             plural(site.live_allocs()),
-            owner.map_or("<unknown>", |f| f.function()),
+            owner(frames),
             site.id()
         );
-        let _ = write_frames(&mut s, &frames);
+        let _ = write_frames(&mut s, frames);
         let _ = writeln!(s, "        (inside assert_no_leaks at {caller})");
     }
     if sites.len() > REPORT_SITES {
