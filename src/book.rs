@@ -22,7 +22,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
-use crate::guard::STATE;
+use crate::guard::{Guard, STATE};
 use crate::header::{self, Header};
 
 /// Sites per counter chunk.
@@ -114,6 +114,7 @@ impl Book {
         self.index
     }
 
+    #[inline(always)]
     fn counters(&self, site: u32) -> Option<&Counters> {
         let site = site as usize;
         let slot = self.chunks.get(site / CHUNK)?;
@@ -126,11 +127,15 @@ impl Book {
         Some(unsafe { &(*chunk).0[site % CHUNK] })
     }
 
+    /// Allocates a chunk of counters. Takes the guard itself: the free path
+    /// runs without it, and the chunk must not be recorded.
     #[cold]
+    #[inline(never)]
     fn new_chunk(&self, slot: &AtomicPtr<Chunk>) -> Option<*mut Chunk> {
+        let _guard = Guard::enter();
         let layout = std::alloc::Layout::new::<Chunk>();
-        // SAFETY: the layout has a non-zero size. Called under the guard, so
-        // this goes straight to the inner allocator.
+        // SAFETY: the layout has a non-zero size. Under the guard, so this
+        // goes straight to the inner allocator.
         let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Chunk;
         if fresh.is_null() {
             return None;
@@ -146,33 +151,63 @@ impl Book {
         }
     }
 
-    #[inline]
-    fn add(&self, cell: &AtomicU64, v: u64) {
+    /// Adds `bytes`, `count` and `pad` to three counters: plain load+store
+    /// when this thread is the book's only writer, atomic adds for book 0.
+    #[inline(always)]
+    fn add3(&self, a: &AtomicU64, av: u64, b: &AtomicU64, bv: u64, c: &AtomicU64, cv: u64) {
         if self.shared {
-            cell.fetch_add(v, Relaxed);
+            a.fetch_add(av, Relaxed);
+            b.fetch_add(bv, Relaxed);
+            c.fetch_add(cv, Relaxed);
         } else {
             // Single writer: no read-modify-write instruction needed.
-            cell.store(cell.load(Relaxed).wrapping_add(v), Relaxed);
+            a.store(a.load(Relaxed).wrapping_add(av), Relaxed);
+            b.store(b.load(Relaxed).wrapping_add(bv), Relaxed);
+            c.store(c.load(Relaxed).wrapping_add(cv), Relaxed);
         }
     }
 
+    #[cold]
+    fn add1(&self, a: &AtomicU64, v: u64) {
+        if self.shared {
+            a.fetch_add(v, Relaxed);
+        } else {
+            a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
+        }
+    }
+
+    #[inline(always)]
     pub(crate) fn count_alloc(&self, site: u32, bytes: u64, count: u64, pad: usize) {
-        if let Some(c) = self.counters(site) {
-            self.add(&c.alloc_bytes, bytes);
-            self.add(&c.alloc_count, count);
+        match self.counters(site) {
+            Some(c) => self.add3(
+                &c.alloc_bytes,
+                bytes,
+                &c.alloc_count,
+                count,
+                &self.pad_alloc,
+                pad as u64,
+            ),
+            None => self.add1(&self.pad_alloc, pad as u64),
         }
-        self.add(&self.pad_alloc, pad as u64);
     }
 
+    #[inline(always)]
     pub(crate) fn count_free(&self, site: u32, bytes: u64, count: u64, pad: usize) {
-        if let Some(c) = self.counters(site) {
-            self.add(&c.free_bytes, bytes);
-            self.add(&c.free_count, count);
+        match self.counters(site) {
+            Some(c) => self.add3(
+                &c.free_bytes,
+                bytes,
+                &c.free_count,
+                count,
+                &self.pad_free,
+                pad as u64,
+            ),
+            None => self.add1(&self.pad_free, pad as u64),
         }
-        self.add(&self.pad_free, pad as u64);
     }
 
     /// Looks `hash` up in this thread's site cache.
+    #[inline(always)]
     pub(crate) fn cached_site(&self, hash: u64) -> Option<u32> {
         if self.shared {
             return None;
@@ -192,13 +227,20 @@ impl Book {
         cache[(hash as usize) % CACHE] = (hash, site);
     }
 
+    #[inline(always)]
     fn lock(&self) -> ListGuard<'_> {
+        // `swap` is one `xchg`; the uncontended case is all that runs inline.
+        if self.lock.swap(true, Acquire) {
+            self.lock_contended();
+        }
+        ListGuard { book: self }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) {
         let mut spins = 0u32;
-        while self
-            .lock
-            .compare_exchange_weak(false, true, Acquire, Relaxed)
-            .is_err()
-        {
+        loop {
             while self.lock.load(Relaxed) {
                 spins = spins.saturating_add(1);
                 if spins < 100 {
@@ -208,8 +250,33 @@ impl Book {
                     std::thread::yield_now();
                 }
             }
+            if !self.lock.swap(true, Acquire) {
+                return;
+            }
         }
-        ListGuard { book: self }
+    }
+
+    /// Writes the header `h` of a new recorded block below `user` and links
+    /// the block at the list head, in one go (the links are filled in here).
+    ///
+    /// # Safety
+    /// `user` must have `header::HEADER_SIZE` bytes of ours below it and not
+    /// be in any list.
+    #[inline(always)]
+    pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
+        let _g = self.lock();
+        // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
+        // list; the caller vouches for `user`.
+        unsafe {
+            let head = *self.head.get();
+            h.prev = 0;
+            h.next = head;
+            header::write(user as *mut u8, &h);
+            if head != 0 {
+                header::set_prev(head, user);
+            }
+            *self.head.get() = user;
+        }
     }
 
     /// Links a recorded block (header already written) at the list head.
@@ -234,6 +301,7 @@ impl Book {
     ///
     /// # Safety
     /// `user` must be a recorded block in this book's list.
+    #[inline(always)]
     pub(crate) unsafe fn unlink(&self, user: usize) {
         let _g = self.lock();
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
@@ -271,16 +339,16 @@ struct ListGuard<'a> {
 }
 
 impl Drop for ListGuard<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         self.book.lock.store(false, Release);
     }
 }
 
 /// The book with this index (the shared one if it no longer exists).
+#[inline(always)]
 pub(crate) fn by_index(index: u16) -> &'static Book {
-    if index == 0 {
-        return shared();
-    }
+    // `BOOKS[0]` stays null: book 0 is the static `SHARED`.
     let p = BOOKS[index as usize].load(Acquire);
     if p.is_null() {
         return shared();
@@ -306,8 +374,9 @@ static SHARED: Book = Book {
     pad_free: AtomicU64::new(0),
 };
 
-/// This thread's book, acquiring one on first use. Must run under the guard.
-#[inline]
+/// This thread's book, acquiring one on first use (under the guard, which
+/// `acquire` takes itself).
+#[inline(always)]
 pub(crate) fn current() -> &'static Book {
     let p = STATE.try_with(|s| s.book.get()).unwrap_or(std::ptr::null());
     if !p.is_null() {
@@ -318,7 +387,10 @@ pub(crate) fn current() -> &'static Book {
 }
 
 #[cold]
+#[inline(never)]
 fn acquire() -> &'static Book {
+    // Creating a book and registering the exit hook allocate: unrecorded.
+    let _guard = Guard::enter();
     let exiting = STATE.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.

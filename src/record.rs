@@ -40,16 +40,18 @@ pub(crate) fn est_count(weight: f32) -> u64 {
 }
 
 /// Captures the stack and finds its site. Under the guard.
+#[inline(always)]
 fn site_here(unwinder: Unwinder, book: &Book) -> u32 {
     let mut stack = Stack::new();
     stack::capture(unwinder, &mut stack);
     sites::site_of(&stack, book)
 }
 
-/// Writes the header of a freshly placed block and books it.
+/// Writes the header of a freshly placed block, links it and counts it.
 ///
 /// # Safety
 /// `user` must have `header::HEADER_SIZE` bytes of ours below it.
+#[inline(always)]
 unsafe fn book_new(
     user: *mut u8,
     size: usize,
@@ -69,10 +71,7 @@ unsafe fn book_new(
         clock::birth_us(),
     );
     // SAFETY: guaranteed by the caller.
-    unsafe {
-        header::write(user, &h);
-        book.link(user as usize);
-    }
+    unsafe { book.link_new(user as usize, h) };
     book.count_alloc(
         site,
         est_bytes(size as u64, weight),
@@ -87,6 +86,7 @@ unsafe fn book_new(
 ///
 /// # Safety
 /// `user` must be a recorded block.
+#[inline(always)]
 unsafe fn unlink(user: *mut u8) -> Header {
     // SAFETY: guaranteed by the caller.
     let h = unsafe { header::read(user) };
@@ -100,6 +100,7 @@ unsafe fn unlink(user: *mut u8) -> Header {
 
 /// Charges the free of a block to the site that allocated it, in the freeing
 /// thread's book.
+#[inline(always)]
 fn count_free(h: &Header, size: usize, align: usize) {
     book::current().count_free(
         h.site,
@@ -121,10 +122,12 @@ unsafe fn relink(user: *mut u8, h: &Header) {
     }
 }
 
-/// Allocates a recorded block (sampled allocation).
+/// Allocates a recorded block (sampled allocation). Inlined into the
+/// allocator's one cold entry point, so the recorded path is one frame.
 ///
 /// # Safety
 /// As `GlobalAlloc::alloc` with `layout`.
+#[inline(always)]
 pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     inner: &A,
     layout: Layout,
@@ -172,9 +175,9 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
 /// # Safety
 /// As `GlobalAlloc::dealloc`, and `header::is_recorded(ptr)` holds.
 pub(crate) unsafe fn dealloc<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
-    // A nested entry (tracker code freeing a recorded block) still books the
-    // free: the guard only decides what gets *recorded*.
-    let _guard = Guard::enter();
+    // No guard: nothing here allocates except the first use of a book or of
+    // a counter chunk, which take the guard themselves. (The guard decides
+    // what gets *recorded*; a free is always booked.)
     // SAFETY: recorded blocks always have an inner layout.
     let il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
     // SAFETY: guaranteed by the caller.

@@ -24,11 +24,19 @@ static TABLE: Lazy<DashMap<Box<[usize]>, u32>> = Lazy::new(DashMap::new);
 static STACKS: Mutex<Vec<Arc<[usize]>>> = Mutex::new(Vec::new());
 
 /// The site id of `stack`, interning it if new. Must run under the guard.
+#[inline(always)]
 pub(crate) fn site_of(stack: &Stack, book: &Book) -> u32 {
     let hash = stack.hash();
-    if let Some(site) = book.cached_site(hash) {
-        return site;
+    match book.cached_site(hash) {
+        Some(site) => site,
+        None => miss(stack, hash, book),
     }
+}
+
+/// A stack this thread has not recorded lately: the shared table.
+#[cold]
+#[inline(never)]
+fn miss(stack: &Stack, hash: u64, book: &Book) -> u32 {
     let site = intern(stack.addrs());
     book.cache_site(hash, site);
     site

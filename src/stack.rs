@@ -109,6 +109,7 @@ impl Stack {
 
     /// A hash of the addresses (and the depth); only used to find the site
     /// in the thread's cache, keyed by the full 64-bit hash.
+    #[inline(always)]
     pub(crate) fn hash(&self) -> u64 {
         // 0 marks an empty cache slot.
         (self.hash ^ (self.len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
