@@ -17,6 +17,7 @@
 //! into itself and never shows its own memory as a site.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use crate::book::Book;
 
@@ -25,12 +26,17 @@ pub(crate) struct ThreadState {
     pub(crate) busy: Cell<bool>,
     /// Bytes left until the next sample; an allocation that takes it to zero
     /// or below is sampled. Starts at 0 so a thread's first allocation takes
-    /// the slow path and seeds the sampler.
-    pub(crate) countdown: Cell<i64>,
-    /// The value of `sampling::GENERATION` the countdown was drawn under. A
-    /// change of the sample interval bumps the generation, which sends every
-    /// thread through the slow path once to redraw.
-    pub(crate) generation: Cell<u64>,
+    /// the slow path and seeds the sampler. Atomic only because
+    /// `set_sample_interval` on another thread may zero it (see
+    /// `sampling::REGISTRY`); the owner uses relaxed loads and stores, which
+    /// compile to the same plain moves as a `Cell`.
+    pub(crate) countdown: AtomicI64,
+    /// The value of `sampling::GENERATION` the countdown was drawn under,
+    /// checked on the slow path only. Atomic for the same reason.
+    pub(crate) generation: AtomicU64,
+    /// Whether this thread's countdown is in `sampling::REGISTRY`: 0 not
+    /// yet, 1 registered, 2 removed at thread exit (never registered again).
+    pub(crate) registered: Cell<u8>,
     /// xorshift state for the exponential draws; 0 means "not seeded yet".
     pub(crate) rng: Cell<u64>,
     /// This thread's book (counters and live list), or null before the first
@@ -51,8 +57,9 @@ thread_local! {
     pub(crate) static STATE: ThreadState = const {
         ThreadState {
             busy: Cell::new(false),
-            countdown: Cell::new(0),
-            generation: Cell::new(0),
+            countdown: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
+            registered: Cell::new(0),
             rng: Cell::new(0),
             book: Cell::new(std::ptr::null()),
             exiting: Cell::new(false),

@@ -8,16 +8,20 @@
 //! `1 / (1 - exp(-s/R))` times makes the expected estimate equal the truth.
 //! R = 1 is special: every allocation is recorded with weight exactly 1.
 //!
-//! The common path ([`tick`]) is integer-only: one thread-local subtraction,
-//! one compare, and a relaxed load of a global that changes only when somebody
-//! calls [`set_sample_interval`] (a read of a line nobody writes stays in
-//! every core's cache). Floating point and `ln`/`exp` run only on the
-//! sampled path.
+//! The common path ([`tick`]) is integer-only: one thread-local subtraction
+//! and one compare; it reads no global at all. Floating point and `ln`/`exp`
+//! run only on the sampled path.
+//!
+//! An interval change reaches the other threads through [`REGISTRY`]: every
+//! thread that has sampled registers its countdown there, and
+//! [`set_sample_interval`] zeroes each one, so each thread takes the slow path
+//! at its next allocation, sees the new generation and redraws.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 use crate::Error;
-use crate::guard::STATE;
+use crate::guard::{Guard, STATE, ThreadState};
 
 /// The default mean distance between samples: 512 KiB, as Go and jemalloc.
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
@@ -34,8 +38,63 @@ static INTERVAL: AtomicU64 = AtomicU64::new(0);
 static CONFIGURED: AtomicU64 = AtomicU64::new(0);
 
 /// Bumped on every interval change so each thread redraws its countdown
-/// instead of running out a countdown drawn under the old interval.
+/// instead of running out a countdown drawn under the old interval. Read on
+/// the slow path only.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// The `ThreadState` address of every thread that has been through the slow
+/// path, so [`set_sample_interval`] can zero their countdowns. A thread adds
+/// itself on its first slow path and removes itself in a thread-local
+/// destructor (before its state is freed), both under this lock; so an
+/// address in the list always points to a live thread's state.
+///
+/// Each entry also keeps the process id it was registered in: after a
+/// `fork`, the child's copy of the list names the parent's other threads,
+/// which do not exist in the child, and whose memory it must not write.
+///
+/// Lock order: taken alone. Held only for a push, a removal, or a pass of
+/// plain stores; pushes run under the guard (the `Vec` may grow).
+static REGISTRY: Mutex<Vec<(usize, u32)>> = Mutex::new(Vec::new());
+
+/// Removes the thread from [`REGISTRY`] when it exits.
+struct Registration;
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|s| {
+            let me = s as *const ThreadState as usize;
+            let mut list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = list.iter().position(|&(a, _)| a == me) {
+                list.swap_remove(i);
+            }
+            s.registered.set(2);
+        });
+    }
+}
+
+thread_local! {
+    static REGISTRATION: Registration = const { Registration };
+}
+
+/// Adds this thread to [`REGISTRY`]; on the slow path, once per thread.
+#[cold]
+#[inline(never)]
+fn register(s: &ThreadState) {
+    // Registering the destructor and growing the list may allocate. Inside
+    // tracker code already? Then try again on a later slow path.
+    let Some(_guard) = Guard::enter() else {
+        return;
+    };
+    if REGISTRATION.try_with(|_| ()).is_err() {
+        // The thread is exiting: its destructor cannot be registered.
+        s.registered.set(2);
+        return;
+    }
+    let pid = std::process::id();
+    let mut list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    list.push((s as *const ThreadState as usize, pid));
+    s.registered.set(1);
+}
 
 /// Changes the sample interval for allocations made from now on, on every
 /// thread (and for every tracker, overriding the interval it was built with).
@@ -43,6 +102,13 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Blocks recorded earlier keep the weight they were recorded with, so they
 /// are released correctly whatever the interval is when they are freed.
 /// `1` records every allocation (exact mode).
+///
+/// The change applies at once on the calling thread and from the next
+/// allocation on every other thread. (One exception, rare enough to ignore
+/// in practice: a thread interrupted between the two instructions that update
+/// its countdown, at the moment of the change, keeps the old interval until
+/// its next sample.) It takes a lock and touches every thread that has
+/// allocated; call it when the mode changes, not per request.
 ///
 /// # Errors
 ///
@@ -59,8 +125,33 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
     if bytes == 0 {
         return Err(Error::InvalidSampleInterval);
     }
+    let pid = std::process::id();
+    let list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     INTERVAL.store(bytes, Relaxed);
-    GENERATION.fetch_add(1, Relaxed);
+    // Release: a thread that sees the new generation sees the new interval.
+    let generation = GENERATION.fetch_add(1, Release) + 1;
+    let _ = STATE.try_with(|s| s.countdown.store(0, Relaxed));
+    let threads = || {
+        list.iter().filter(|&&(_, p)| p == pid).map(|&(a, _)| {
+            // SAFETY: a registered address of this process is a live
+            // thread's state (see `REGISTRY`), and we hold the lock that
+            // keeps it registered. Only its atomic fields are touched.
+            unsafe { &*(a as *const ThreadState) }
+        })
+    };
+    for s in threads() {
+        s.countdown.store(0, Relaxed);
+    }
+    // The owner updates its countdown with a load and a store, so a zero that
+    // landed between the two is lost. One more pass catches a thread that has
+    // neither redrawn yet nor kept the zero. (A thread preempted in that
+    // two-instruction window across both passes keeps its old countdown until
+    // it runs out: it picks the change up at its next sample instead.)
+    for s in threads() {
+        if s.generation.load(Relaxed) != generation && s.countdown.load(Relaxed) > 0 {
+            s.countdown.store(0, Relaxed);
+        }
+    }
     Ok(())
 }
 
@@ -90,14 +181,16 @@ fn note_configured_slow(configured: u64) {
 
 /// Subtracts `size` from this thread's countdown. Returns true when the
 /// allocation must take the slow path (maybe sampled, or the interval
-/// changed); false is the common "not sampled" answer.
+/// changed, which zeroes the countdown); false is the common "not sampled"
+/// answer.
 #[inline(always)]
 pub(crate) fn tick(size: usize) -> bool {
     STATE
         .try_with(|s| {
-            let left = s.countdown.get().wrapping_sub(size as i64);
-            s.countdown.set(left);
-            left <= 0 || s.generation.get() != GENERATION.load(Relaxed)
+            // Relaxed load and store, not a read-modify-write: plain moves.
+            let left = s.countdown.load(Relaxed).wrapping_sub(size as i64);
+            s.countdown.store(left, Relaxed);
+            left <= 0
         })
         .unwrap_or(false)
 }
@@ -128,37 +221,56 @@ pub(crate) fn decide_exact(size: usize) -> Option<f32> {
 #[inline(never)]
 pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
     note_configured(configured);
+    // Acquire: pairs with `set_sample_interval`, so the interval read next
+    // is at least as new as this generation.
+    let generation = GENERATION.load(Acquire);
     let interval = match INTERVAL.load(Relaxed) {
         0 => configured.max(1),
         r => r,
     };
     STATE
         .try_with(|s| {
-            let generation = GENERATION.load(Relaxed);
-            let mut left = s.countdown.get();
-            if s.generation.get() != generation {
-                s.generation.set(generation);
-                // The countdown was drawn under another interval: redraw, and
-                // let this allocation take its chance under the new one.
-                left = draw(s, interval).wrapping_sub(size as i64);
+            let verdict = decide_in(s, size, interval, generation);
+            if s.registered.get() == 0 {
+                // After the decision: registering allocates, and that nested
+                // allocation runs this function too (then with the guard held).
+                register(s);
             }
-            if interval == 1 {
-                // Exact mode: keep the countdown at zero so every allocation
-                // comes here.
-                s.countdown.set(0);
-                return Some(1.0);
-            }
-            if left > 0 {
-                s.countdown.set(left);
-                return None;
-            }
-            // Sampled. By memorylessness the distance from the end of this
-            // block to the next sample point is again exponential.
-            s.countdown.set(draw(s, interval));
-            Some(weight(size, interval))
+            verdict
         })
         .ok()
         .flatten()
+}
+
+/// The decision proper, on this thread's state.
+#[inline(always)]
+fn decide_in(s: &ThreadState, size: usize, interval: u64, generation: u64) -> Option<f32> {
+    let mut left = s.countdown.load(Relaxed);
+    // A countdown that was exactly 0 before this allocation was zeroed by
+    // `set_sample_interval` (draws are at least 1): redraw rather than
+    // sample, even if this thread already redrew under the new generation
+    // before the zero landed.
+    let zeroed = left.wrapping_add(size as i64) == 0;
+    if s.generation.load(Relaxed) != generation || zeroed {
+        s.generation.store(generation, Relaxed);
+        // The countdown was drawn under another interval: redraw, and let
+        // this allocation take its chance under the new one.
+        left = draw(s, interval).wrapping_sub(size as i64);
+    }
+    if interval == 1 {
+        // Exact mode: keep the countdown at zero so every allocation comes
+        // here.
+        s.countdown.store(0, Relaxed);
+        return Some(1.0);
+    }
+    if left > 0 {
+        s.countdown.store(left, Relaxed);
+        return None;
+    }
+    // Sampled. By memorylessness the distance from the end of this block to
+    // the next sample point is again exponential.
+    s.countdown.store(draw(s, interval), Relaxed);
+    Some(weight(size, interval))
 }
 
 /// The unbiasing weight `1 / (1 - exp(-size/R))` (Go's `scaleHeapSample`);

@@ -114,3 +114,36 @@ fn changing_the_interval_keeps_old_blocks_balanced() {
     drop(b);
     assert_eq!(live_bytes_through(&leakscope::snapshot(), "big_block"), 0);
 }
+
+#[inline(never)]
+fn worker_box_100() -> Box<[u8; 100]> {
+    black_box(Box::new([5u8; 100]))
+}
+
+#[test]
+fn an_interval_change_reaches_a_running_thread_at_its_next_allocation() {
+    let _s = serial();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        // Allocate a little, so this thread has drawn a countdown under the
+        // default interval (about 512 KiB to go), then wait.
+        let warm: Vec<Box<[u8; 64]>> = (0..16).map(|_| black_box(Box::new([0u8; 64]))).collect();
+        drop(warm);
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // Under interval 1 this block must be recorded, with its exact size.
+        // Had the change waited for this thread's countdown to run out, it
+        // would be recorded only with probability of about 100 / 512 KiB.
+        worker_box_100()
+    });
+    ready_rx.recv().unwrap();
+    leakscope::set_sample_interval(1).unwrap();
+    go_tx.send(()).unwrap();
+    let kept = worker.join().unwrap();
+    let snap = leakscope::snapshot();
+    leakscope::set_sample_interval(leakscope::DEFAULT_SAMPLE_INTERVAL).unwrap();
+    assert_eq!(live_bytes_through(&snap, "worker_box_100"), 100);
+    assert_eq!(live_allocs_through(&snap, "worker_box_100"), 1);
+    drop(kept);
+}
