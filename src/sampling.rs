@@ -235,6 +235,13 @@ pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
                 // After the decision: registering allocates, and that nested
                 // allocation runs this function too (then with the guard held).
                 register(s);
+                if s.registered.get() == 0 {
+                    // Deferred (inside tracker code): until this thread is
+                    // registered, no interval change could reach it, so keep
+                    // sending it here; a zeroed countdown is redrawn, not
+                    // sampled.
+                    s.countdown.store(0, Relaxed);
+                }
             }
             verdict
         })
