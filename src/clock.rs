@@ -35,6 +35,7 @@ static EPOCH: OnceCell<Epoch> = OnceCell::new();
 /// only by queries, so recorded events only read it.
 static LAST_QUERY_US: AtomicU64 = AtomicU64::new(0);
 
+#[inline(always)]
 fn epoch() -> &'static Epoch {
     EPOCH.get_or_init(|| Epoch {
         instant: Instant::now(),
@@ -61,7 +62,7 @@ fn precise_us() -> u64 {
 
 /// The birth time of a block recorded now: the coarse clock, or the precise
 /// one within a tick of a query (see the module docs).
-#[inline]
+#[inline(always)]
 pub(crate) fn birth_us() -> u64 {
     let e = epoch();
     match raw::coarse_ns() {
@@ -84,6 +85,7 @@ pub(crate) fn instant_of(us: u64) -> Instant {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod raw {
+    #[inline(always)]
     fn read(clock: libc::clockid_t) -> Option<u64> {
         let mut ts = libc::timespec {
             tv_sec: 0,

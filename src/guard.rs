@@ -106,6 +106,7 @@ impl Guard {
 }
 
 impl Drop for Guard {
+    #[inline]
     fn drop(&mut self) {
         let _ = STATE.try_with(|s| s.busy.set(false));
     }

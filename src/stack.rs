@@ -125,7 +125,8 @@ fn mix(hash: u64, ip: usize) -> u64 {
 
 /// Captures the current stack into `stack` (which must be empty). Must run
 /// under the guard (the unwinder may allocate the first time it reads unwind
-/// tables).
+/// tables). Only the recorder calls it (the frame-pointer walk relies on
+/// that to skip its caller's frame).
 #[inline(never)]
 pub(crate) fn capture(unwinder: Unwinder, stack: &mut Stack) {
     match unwinder {
@@ -224,12 +225,13 @@ mod fp {
         bounds
     }
 
-    /// Walks the frame-pointer chain from the caller's frame into `stack`.
-    /// Returns false (having pushed nothing) when the thread's stack bounds
-    /// are unknown or the current stack pointer lies outside them.
+    /// Walks the frame-pointer chain into `stack`, from the caller of the
+    /// recorder on (see below). Returns false (having pushed nothing) when
+    /// the thread's stack bounds are unknown or the current stack pointer
+    /// lies outside them.
     #[inline(always)]
     pub(super) fn walk(stack: &mut Stack) -> bool {
-        let (mut fp, sp) = registers();
+        let (fp, sp) = registers();
         let Some((lo, hi)) = thread_stack() else {
             return false;
         };
@@ -241,15 +243,28 @@ mod fp {
         // above the previous one ends the walk, so a garbage `rbp` (code
         // built without frame pointers uses it as a general register) gives
         // a short stack instead of a wild read or an endless loop.
+        let top = hi.saturating_sub(16);
+        let ok = |fp: usize, floor: usize| fp >= floor && fp <= top && fp & 7 == 0;
+        if !ok(fp, sp) {
+            return true;
+        }
+        // Our own record links to our caller, which is always the recorder
+        // (`capture` is never inlined, and only the recorder calls it): skip
+        // it. Symbolization trims tracker frames anyway; this saves walking
+        // and storing one.
+        // SAFETY: `fp .. fp + 16` lies within `[sp, hi)` (checked just
+        // above), which is this thread's live stack. Volatile: the words are
+        // only used as numbers, and the compiler must not reason about memory
+        // that belongs to our callers' frames.
+        let (mut fp, mut floor) = (
+            unsafe { std::ptr::read_volatile(fp as *const usize) },
+            fp + 16,
+        );
         // Length and hash live in registers during the walk (through
         // `stack` they were a load and a store per frame).
-        let (mut len, mut hash) = (stack.len, stack.hash);
-        let mut floor = sp;
-        while len < MAX_DEPTH && fp >= floor && fp % 8 == 0 && fp <= hi.saturating_sub(16) {
-            // SAFETY: `fp .. fp + 16` lies within `[sp, hi)` (checked by the
-            // loop condition), which is this thread's live stack. The words
-            // are only used as numbers; volatile keeps the compiler from
-            // reasoning about memory that belongs to our callers' frames.
+        let (mut len, mut hash) = (0usize, 0u64);
+        while len < MAX_DEPTH && ok(fp, floor) {
+            // SAFETY: as above, for this `fp` (checked by the loop condition).
             let (next, ret) = unsafe {
                 (
                     std::ptr::read_volatile(fp as *const usize),
