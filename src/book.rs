@@ -13,17 +13,14 @@
 //! later thread-local destructors) and threads beyond `MAX_BOOKS` use it, with
 //! atomic read-modify-write counters.
 //!
-//! The live list of a book is an intrusive doubly linked list through the
-//! block headers, guarded by the book's spin lock. The owner links and
-//! unlinks its own blocks (uncontended); another thread takes the lock only to
-//! free one of them, or to walk the list for a snapshot. Nothing inside the
-//! lock allocates or takes another lock.
+//! A book's live blocks are in `SHARDS` intrusive lists (`live_list`), picked
+//! by a hash of the block's address.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::guard::{Guard, STATE};
-use crate::header::{self, Header};
+use crate::live_list::LiveList;
 
 /// Sites per counter chunk.
 const CHUNK: usize = 256;
@@ -34,6 +31,9 @@ const DIR: usize = MAX_SITES / CHUNK;
 const MAX_BOOKS: usize = 1 << 16;
 /// Entries in a book's direct-mapped stack-hash -> site cache.
 const CACHE: usize = 1024;
+/// Live lists per book (a power of two).
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
 
 /// Counters of one site in one book. Weighted counts are fixed point with 16
 /// fractional bits, so sampled estimates lose nothing to rounding per event.
@@ -65,9 +65,11 @@ pub(crate) struct Book {
     shared: bool,
     /// Owned by a live thread (or, for book 0, always).
     in_use: AtomicBool,
-    /// Guards `head` and the list links in the headers of its blocks.
-    lock: AtomicBool,
-    head: UnsafeCell<usize>,
+    /// The live recorded blocks this book's thread allocated, spread over
+    /// `SHARDS` lists by address so that a snapshot, which copies one list at
+    /// a time under its lock, holds up this thread's recording for a
+    /// fraction of the copy of its whole heap.
+    lists: [LiveList; SHARDS],
     chunks: [AtomicPtr<Chunk>; DIR],
     /// Written only by the owning thread (never used for the shared book).
     cache: UnsafeCell<[(u64, u32); CACHE]>,
@@ -77,8 +79,8 @@ pub(crate) struct Book {
     pad_free: AtomicU64,
 }
 
-// SAFETY: `head` is only touched under `lock`; `cache` only by the owning
-// thread while `in_use` says it owns the book (and never for the shared book);
+// SAFETY: `cache` is only touched by the owning thread while `in_use` says it
+// owns the book (and never for the shared book); the lists are `Sync`;
 // everything else is atomic.
 unsafe impl Sync for Book {}
 
@@ -227,121 +229,13 @@ impl Book {
         cache[(hash as usize) % CACHE] = (hash, site);
     }
 
+    /// The list that holds (or will hold) the block at `user`.
     #[inline(always)]
-    fn lock(&self) -> ListGuard<'_> {
-        // `swap` is one `xchg`; the uncontended case is all that runs inline.
-        if self.lock.swap(true, Acquire) {
-            self.lock_contended();
-        }
-        ListGuard { book: self }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) {
-        let mut spins = 0u32;
-        loop {
-            while self.lock.load(Relaxed) {
-                spins = spins.saturating_add(1);
-                if spins < 100 {
-                    std::hint::spin_loop();
-                } else {
-                    // A syscall, no allocation: safe inside the allocator.
-                    std::thread::yield_now();
-                }
-            }
-            if !self.lock.swap(true, Acquire) {
-                return;
-            }
-        }
-    }
-
-    /// Writes the header `h` of a new recorded block below `user` and links
-    /// the block at the list head, in one go (the links are filled in here).
-    ///
-    /// # Safety
-    /// `user` must have `header::HEADER_SIZE` bytes of ours below it and not
-    /// be in any list.
-    #[inline(always)]
-    pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
-        let _g = self.lock();
-        // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
-        // list; the caller vouches for `user`.
-        unsafe {
-            let head = *self.head.get();
-            h.prev = 0;
-            h.next = head;
-            header::write(user as *mut u8, &h);
-            if head != 0 {
-                header::set_prev(head, user);
-            }
-            *self.head.get() = user;
-        }
-    }
-
-    /// Links a recorded block (header already written) at the list head.
-    ///
-    /// # Safety
-    /// `user` must be a recorded block not in any list.
-    pub(crate) unsafe fn link(&self, user: usize) {
-        let _g = self.lock();
-        // SAFETY: we hold the lock; `head` is 0 or a recorded block in this list.
-        unsafe {
-            let head = *self.head.get();
-            header::set_prev(user, 0);
-            header::set_next(user, head);
-            if head != 0 {
-                header::set_prev(head, user);
-            }
-            *self.head.get() = user;
-        }
-    }
-
-    /// Unlinks a recorded block from this book's list.
-    ///
-    /// # Safety
-    /// `user` must be a recorded block in this book's list.
-    #[inline(always)]
-    pub(crate) unsafe fn unlink(&self, user: usize) {
-        let _g = self.lock();
-        // SAFETY: we hold the lock; `user` and its neighbours are in this list.
-        unsafe {
-            let (prev, next) = header::links(user);
-            if prev != 0 {
-                header::set_next(prev, next);
-            } else {
-                *self.head.get() = next;
-            }
-            if next != 0 {
-                header::set_prev(next, prev);
-            }
-        }
-    }
-
-    /// Calls `f` with the header of every block in the list, holding the lock
-    /// (so `f` must not allocate: it copies into pre-reserved space).
-    fn walk(&self, mut f: impl FnMut(&Header)) {
-        let _g = self.lock();
-        // SAFETY: we hold the lock, so every block in the list stays recorded
-        // (a free unlinks under this lock before releasing the memory).
-        let mut cur = unsafe { *self.head.get() };
-        while cur != 0 {
-            // SAFETY: as above.
-            let h = unsafe { header::read(cur as *mut u8) };
-            f(&h);
-            cur = h.next;
-        }
-    }
-}
-
-struct ListGuard<'a> {
-    book: &'a Book,
-}
-
-impl Drop for ListGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        self.book.lock.store(false, Release);
+    pub(crate) fn list_of(&self, user: usize) -> &LiveList {
+        // A Fibonacci hash of the address spreads blocks evenly whatever
+        // their size and alignment.
+        let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        &self.lists[shard as usize]
     }
 }
 
@@ -366,8 +260,7 @@ static SHARED: Book = Book {
     index: 0,
     shared: true,
     in_use: AtomicBool::new(true),
-    lock: AtomicBool::new(false),
-    head: UnsafeCell::new(0),
+    lists: [const { LiveList::new() }; SHARDS],
     chunks: [const { AtomicPtr::new(std::ptr::null_mut()) }; DIR],
     cache: UnsafeCell::new([(0, 0); CACHE]),
     pad_alloc: AtomicU64::new(0),
@@ -500,14 +393,14 @@ pub(crate) struct LiveBlock {
 /// (space is reserved first, and a list that outgrew it is copied again).
 pub(crate) fn live_blocks() -> Vec<LiveBlock> {
     let mut out = Vec::new();
-    for book in all() {
+    for list in all().flat_map(|book| book.lists.iter()) {
         let mut reserve = 1024;
         loop {
             out.reserve(reserve);
             let room = out.capacity() - out.len();
             let start = out.len();
             let mut overflow = false;
-            book.walk(|h| {
+            list.walk(|h| {
                 if out.len() - start < room {
                     out.push(LiveBlock {
                         site: h.site,

@@ -53,6 +53,7 @@ mod error;
 mod guard;
 mod header;
 mod leakcheck;
+mod live_list;
 mod monitor;
 mod record;
 mod report;

@@ -71,7 +71,7 @@ unsafe fn book_new(
         clock::birth_us(),
     );
     // SAFETY: guaranteed by the caller.
-    unsafe { book.link_new(user as usize, h) };
+    unsafe { book.list_of(user as usize).link_new(user as usize, h) };
     book.count_alloc(
         site,
         est_bytes(size as u64, weight),
@@ -92,7 +92,9 @@ unsafe fn unlink(user: *mut u8) -> Header {
     let h = unsafe { header::read(user) };
     // SAFETY: a recorded block is in its owner's list.
     unsafe {
-        book::by_index(h.book()).unlink(user as usize);
+        book::by_index(h.book())
+            .list_of(user as usize)
+            .unlink(user as usize);
         header::clear_magic(user);
     }
     h
@@ -118,7 +120,9 @@ unsafe fn relink(user: *mut u8, h: &Header) {
     // SAFETY: guaranteed by the caller.
     unsafe {
         header::set_magic(user);
-        book::by_index(h.book()).link(user as usize);
+        book::by_index(h.book())
+            .list_of(user as usize)
+            .link(user as usize);
     }
 }
 
