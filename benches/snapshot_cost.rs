@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use leakscope::{Tracker, Unwinder};
 
+/// The live blocks: each its own heap allocation, which is the point.
+type Blocks = Vec<Box<[u8; 16]>>;
+
 #[global_allocator]
 static GLOBAL: Tracker = Tracker::system()
     .sample_interval(1)
@@ -36,19 +39,19 @@ const SNAPSHOTS: usize = 7;
 // (a tail call would reuse the frame), and the different constants keep the
 // two bodies from being merged into one.
 #[inline(never)]
-fn left(level: u32, path: u32, out: &mut Vec<Box<[u8; 16]>>) -> usize {
+fn left(level: u32, path: u32, out: &mut Blocks) -> usize {
     let n = step(level, path, out);
     black_box(n ^ 0x5a)
 }
 
 #[inline(never)]
-fn right(level: u32, path: u32, out: &mut Vec<Box<[u8; 16]>>) -> usize {
+fn right(level: u32, path: u32, out: &mut Blocks) -> usize {
     let n = step(level, path, out);
     black_box(n ^ 0xa5)
 }
 
 #[inline(always)]
-fn step(level: u32, path: u32, out: &mut Vec<Box<[u8; 16]>>) -> usize {
+fn step(level: u32, path: u32, out: &mut Blocks) -> usize {
     if level == 0 {
         // Not unrolled: one call site, so one site per stack.
         for _ in 0..black_box(PER_LEAF) {
