@@ -22,7 +22,7 @@ ROUNDS=${ROUNDS:-5}
 WORKLOADS=${WORKLOADS:-"leak churn threads json"}
 CALLGRIND=${CALLGRIND:-1}
 QUICK=${QUICK:-0}
-VARIANTS=${VARIANTS:-"wl_system wl_tracker_default wl_tracker_exact_fp wl_tracker_exact_bt wl_dhat wl_dhat_full wl_mimalloc wl_tracker_default_mimalloc wl_tracker_exact_fp_mimalloc"}
+VARIANTS=${VARIANTS:-"wl_system wl_tracker_default wl_tracker_fastpath wl_tracker_exact_fp wl_tracker_exact_bt wl_dhat wl_dhat_full wl_mimalloc wl_tracker_default_mimalloc wl_tracker_exact_fp_mimalloc"}
 
 # The frame-pointer unwinder needs frame pointers in everything it walks.
 # .cargo/config.toml sets them, but a RUSTFLAGS variable would replace it.
@@ -44,7 +44,7 @@ size() {
     fi
 }
 cg_size() {
-    case $1 in leak) echo 100000 ;; churn) echo 200000 ;; json) echo 1 ;; esac
+    case $1 in leak) echo 100000 ;; churn) echo 200000 ;; threads) echo 200000 ;; json) echo 1 ;; esac
 }
 
 echo "building (release, frame pointers)..." >&2
@@ -108,12 +108,13 @@ done
 
 if [ "$CALLGRIND" = 1 ] && command -v valgrind > /dev/null; then
     echo
-    echo "Instructions (callgrind, whole process) for the single-threaded workloads"
-    echo "at smaller sizes (leak $(cg_size leak), churn $(cg_size churn), json $(cg_size json) MiB x5)."
+    echo "Instructions (callgrind, whole process) at smaller sizes (leak $(cg_size leak),"
+    echo "churn $(cg_size churn), threads $(cg_size threads) per thread, json $(cg_size json) MiB x5;"
+    echo "valgrind runs the two threads of \`threads\` one at a time)."
     echo
     echo "| workload | variant | instructions | ratio |"
     echo "|---|---|---:|---:|"
-    for w in leak churn json; do
+    for w in leak churn threads json; do
         case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
         declare -A IR=()
         for v in $VARIANTS; do
