@@ -12,6 +12,8 @@
 #   ROUNDS=3 WORKLOADS="leak threads" benches/compare.sh
 #   CALLGRIND=0 benches/compare.sh     # skip the callgrind table
 #   QUICK=1 benches/compare.sh         # tiny sizes, to check the script
+#   SIZE=20000000 WORKLOADS=threads VARIANTS="wl_system wl_tracker_default" ROUNDS=15 \
+#       CALLGRIND=0 benches/compare.sh # one workload, longer, more rounds
 #
 # Needs GNU time at /usr/bin/time (Debian/Ubuntu: `apt-get install time`) and,
 # for the callgrind table, valgrind.
@@ -37,7 +39,9 @@ fi
 
 # Workload sizes (argument of the binary) for timing and for callgrind.
 size() {
-    if [ "$QUICK" = 1 ]; then
+    if [ -n "${SIZE:-}" ]; then
+        echo "$SIZE"
+    elif [ "$QUICK" = 1 ]; then
         case $1 in leak) echo 20000 ;; churn) echo 20000 ;; threads) echo 20000 ;; json) echo 1 ;; esac
     else
         case $1 in leak) echo 1000000 ;; churn) echo 2000000 ;; threads) echo 4000000 ;; json) echo 8 ;; esac

@@ -38,8 +38,8 @@ const PAGE: usize = 4096;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
-    /// Neighbours in the owning book's live list (user pointers, 0 = none).
-    /// Guarded by that book's lock.
+    /// Neighbours in the owning book's live list for this address (user
+    /// pointers, 0 = none). Guarded by that list's lock.
     pub(crate) prev: usize,
     pub(crate) next: usize,
     /// Birth in microseconds since the tracker's epoch (low 48 bits) and the
@@ -223,7 +223,7 @@ pub(crate) unsafe fn set_magic(user: *mut u8) {
 /// Reads the list links of a recorded block.
 ///
 /// # Safety
-/// `user` must be a recorded block and the caller must hold its book's lock.
+/// `user` must be a recorded block and the caller must hold its list's lock.
 #[inline]
 pub(crate) unsafe fn links(user: usize) -> (usize, usize) {
     // SAFETY: guaranteed by the caller.
