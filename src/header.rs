@@ -144,14 +144,12 @@ pub(crate) fn choose_off(base: usize, align: usize) -> usize {
 fn secret() -> u64 {
     static ANCHOR: u8 = 0;
     // The address of a static differs per run under ASLR; mixing a constant
-    // in keeps the magic from looking like a pointer or a small integer: its
-    // top 32 bits are all ones, which no user-space address or allocator
-    // size field has. It is a sign-extended 32-bit value so that x86-64 can
-    // xor it in as an immediate (a 64-bit one takes an extra `movabs` per
-    // free).
-    const MIX: u64 = 0x96E1_F00D_u32 as i32 as i64 as u64;
-    const _: () = assert!(MIX >> 32 == 0xFFFF_FFFF);
-    (&ANCHOR as *const u8 as u64) ^ MIX
+    // in keeps the magic from looking like a pointer or a small integer. The
+    // constant is a full 64-bit one (a `movabs` on x86-64): a sign-extended
+    // 32-bit one, which x86-64 can xor in as an immediate, would leave the
+    // top half all ones, and for blocks near the static the magic would then
+    // look like a small negative integer, a common value in user data.
+    (&ANCHOR as *const u8 as u64) ^ 0xA5C3_5A3C_96E1_F00D
 }
 
 /// The magic word of a recorded block at `user`. Never 0 (the cleared

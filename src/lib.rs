@@ -56,6 +56,7 @@ mod leakcheck;
 mod live_list;
 mod monitor;
 mod record;
+mod registry;
 mod report;
 mod sampling;
 mod sites;

@@ -12,16 +12,16 @@
 //! and one compare; it reads no global at all. Floating point and `ln`/`exp`
 //! run only on the sampled path.
 //!
-//! An interval change reaches the other threads through [`REGISTRY`]: every
-//! thread that has sampled registers its countdown there, and
-//! [`set_sample_interval`] zeroes each one, so each thread takes the slow path
-//! at its next allocation, sees the new generation and redraws.
+//! An interval change reaches the other threads through `registry`: every
+//! thread that has been through the slow path is registered there, and
+//! [`set_sample_interval`] zeroes each one's countdown, so each thread takes
+//! the slow path at its next allocation, sees the new generation and redraws.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*, fence};
 
 use crate::Error;
-use crate::guard::{Guard, STATE, ThreadState};
+use crate::guard::{STATE, ThreadState};
+use crate::registry;
 
 /// The default mean distance between samples: 512 KiB, as Go and jemalloc.
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
@@ -41,60 +41,6 @@ static CONFIGURED: AtomicU64 = AtomicU64::new(0);
 /// instead of running out a countdown drawn under the old interval. Read on
 /// the slow path only.
 static GENERATION: AtomicU64 = AtomicU64::new(1);
-
-/// The `ThreadState` address of every thread that has been through the slow
-/// path, so [`set_sample_interval`] can zero their countdowns. A thread adds
-/// itself on its first slow path and removes itself in a thread-local
-/// destructor (before its state is freed), both under this lock; so an
-/// address in the list always points to a live thread's state.
-///
-/// Each entry also keeps the process id it was registered in: after a
-/// `fork`, the child's copy of the list names the parent's other threads,
-/// which do not exist in the child, and whose memory it must not write.
-///
-/// Lock order: taken alone. Held only for a push, a removal, or a pass of
-/// plain stores; pushes run under the guard (the `Vec` may grow).
-static REGISTRY: Mutex<Vec<(usize, u32)>> = Mutex::new(Vec::new());
-
-/// Removes the thread from [`REGISTRY`] when it exits.
-struct Registration;
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let _ = STATE.try_with(|s| {
-            let me = s as *const ThreadState as usize;
-            let mut list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = list.iter().position(|&(a, _)| a == me) {
-                list.swap_remove(i);
-            }
-            s.registered.set(2);
-        });
-    }
-}
-
-thread_local! {
-    static REGISTRATION: Registration = const { Registration };
-}
-
-/// Adds this thread to [`REGISTRY`]; on the slow path, once per thread.
-#[cold]
-#[inline(never)]
-fn register(s: &ThreadState) {
-    // Registering the destructor and growing the list may allocate. Inside
-    // tracker code already? Then try again on a later slow path.
-    let Some(_guard) = Guard::enter() else {
-        return;
-    };
-    if REGISTRATION.try_with(|_| ()).is_err() {
-        // The thread is exiting: its destructor cannot be registered.
-        s.registered.set(2);
-        return;
-    }
-    let pid = std::process::id();
-    let mut list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    list.push((s as *const ThreadState as usize, pid));
-    s.registered.set(1);
-}
 
 /// Changes the sample interval for allocations made from now on, on every
 /// thread (and for every tracker, overriding the interval it was built with).
@@ -125,33 +71,31 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
     if bytes == 0 {
         return Err(Error::InvalidSampleInterval);
     }
-    let pid = std::process::id();
-    let list = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    INTERVAL.store(bytes, Relaxed);
-    // Release: a thread that sees the new generation sees the new interval.
-    let generation = GENERATION.fetch_add(1, Release) + 1;
-    let _ = STATE.try_with(|s| s.countdown.store(0, Relaxed));
-    let threads = || {
-        list.iter().filter(|&&(_, p)| p == pid).map(|&(a, _)| {
-            // SAFETY: a registered address of this process is a live
-            // thread's state (see `REGISTRY`), and we hold the lock that
-            // keeps it registered. Only its atomic fields are touched.
-            unsafe { &*(a as *const ThreadState) }
-        })
-    };
-    for s in threads() {
-        s.countdown.store(0, Relaxed);
-    }
-    // The owner updates its countdown with a load and a store, so a zero that
-    // landed between the two is lost. One more pass catches a thread that has
-    // neither redrawn yet nor kept the zero. (A thread preempted in that
-    // two-instruction window across both passes keeps its old countdown until
-    // it runs out: it picks the change up at its next sample instead.)
-    for s in threads() {
-        if s.generation.load(Relaxed) != generation && s.countdown.load(Relaxed) > 0 {
+    registry::with_threads(|threads| {
+        INTERVAL.store(bytes, Relaxed);
+        // Release: a thread that sees the new generation sees the new
+        // interval.
+        let generation = GENERATION.fetch_add(1, Release) + 1;
+        // Orders the new generation before the zeroing stores below; `decide`
+        // re-reads the generation after storing a countdown, with a fence of
+        // its own, so either it sees the change or its countdown gets zeroed.
+        fence(SeqCst);
+        let _ = STATE.try_with(|s| s.countdown.store(0, Relaxed));
+        for s in threads.iter() {
             s.countdown.store(0, Relaxed);
         }
-    }
+        // The owner's fast path updates its countdown with a load and a
+        // store, so a zero that landed between the two is lost. One more pass
+        // catches a thread that has neither redrawn yet nor kept the zero. (A
+        // thread interrupted in that two-instruction window across both
+        // passes keeps its old countdown until it runs out: it picks the
+        // change up at its next sample instead.)
+        for s in threads.iter() {
+            if s.generation.load(Relaxed) != generation && s.countdown.load(Relaxed) > 0 {
+                s.countdown.store(0, Relaxed);
+            }
+        }
+    });
     Ok(())
 }
 
@@ -231,10 +175,18 @@ pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
     STATE
         .try_with(|s| {
             let verdict = decide_in(s, size, interval, generation);
+            // An interval change that began after our load of the generation
+            // may have zeroed the countdown before we stored ours: look
+            // again, after a fence that pairs with `set_sample_interval`'s,
+            // and leave a zero so the next allocation redraws.
+            fence(SeqCst);
+            if GENERATION.load(Relaxed) != generation {
+                s.countdown.store(0, Relaxed);
+            }
             if s.registered.get() == 0 {
                 // After the decision: registering allocates, and that nested
                 // allocation runs this function too (then with the guard held).
-                register(s);
+                registry::register(s);
                 if s.registered.get() == 0 {
                     // Deferred (inside tracker code): until this thread is
                     // registered, no interval change could reach it, so keep
@@ -252,23 +204,26 @@ pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
 /// The decision proper, on this thread's state.
 #[inline(always)]
 fn decide_in(s: &ThreadState, size: usize, interval: u64, generation: u64) -> Option<f32> {
-    let mut left = s.countdown.load(Relaxed);
-    // A countdown that was exactly 0 before this allocation was zeroed by
-    // `set_sample_interval` (draws are at least 1): redraw rather than
-    // sample, even if this thread already redrew under the new generation
-    // before the zero landed.
-    let zeroed = left.wrapping_add(size as i64) == 0;
-    if s.generation.load(Relaxed) != generation || zeroed {
+    let new_generation = s.generation.load(Relaxed) != generation;
+    if new_generation {
         s.generation.store(generation, Relaxed);
-        // The countdown was drawn under another interval: redraw, and let
-        // this allocation take its chance under the new one.
-        left = draw(s, interval).wrapping_sub(size as i64);
     }
     if interval == 1 {
         // Exact mode: keep the countdown at zero so every allocation comes
         // here.
         s.countdown.store(0, Relaxed);
         return Some(1.0);
+    }
+    let mut left = s.countdown.load(Relaxed);
+    // A countdown that was exactly 0 before this allocation was zeroed (by
+    // `set_sample_interval`, or while this thread waits to be registered),
+    // since draws are at least 1: redraw rather than sample, even if this
+    // thread already redrew under the new generation before the zero landed.
+    let zeroed = left.wrapping_add(size as i64) == 0;
+    if new_generation || zeroed {
+        // The countdown was drawn under another interval: redraw, and let
+        // this allocation take its chance under the new one.
+        left = draw(s, interval).wrapping_sub(size as i64);
     }
     if left > 0 {
         s.countdown.store(left, Relaxed);

@@ -1,0 +1,261 @@
+//! The registry of threads, so that an interval change can reach every
+//! thread's sampler state (`sampling::set_sample_interval` zeroes each
+//! registered countdown; the allocation fast path never looks at anything
+//! global).
+//!
+//! **Invariant:** every address in the registry is the `ThreadState` of a
+//! live thread of this process. A thread adds itself on its first slow path
+//! and removes itself in a thread-local destructor, which runs before its
+//! thread-locals are freed; both happen under the registry's lock, and so
+//! does every use of the addresses. After a `fork`, the child's copy would
+//! name the parent's other threads, which do not exist in the child (and
+//! whose memory glibc hands to the child's new threads): a `pthread_atfork`
+//! handler empties it in the child, with the lock held across the fork so the
+//! list is never copied half-updated.
+//!
+//! Lock order: the registry lock is taken alone. It is a spin lock (the fork
+//! handlers must take and release it outside a scope), held only for a push,
+//! a removal, or a pass of plain stores; nothing under it allocates except the
+//! push, which runs under the guard.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+
+use crate::guard::{Guard, STATE, ThreadState};
+
+struct Registry {
+    lock: AtomicBool,
+    /// `ThreadState` addresses; touched only under `lock`.
+    threads: UnsafeCell<Vec<usize>>,
+}
+
+// SAFETY: `threads` is only touched by the holder of `lock`.
+unsafe impl Sync for Registry {}
+
+static REGISTRY: Registry = Registry {
+    lock: AtomicBool::new(false),
+    threads: UnsafeCell::new(Vec::new()),
+};
+
+fn acquire() {
+    let mut spins = 0u32;
+    while REGISTRY.lock.swap(true, Acquire) {
+        while REGISTRY.lock.load(Relaxed) {
+            spins = spins.saturating_add(1);
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                // A syscall, no allocation.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn release() {
+    REGISTRY.lock.store(false, Release);
+}
+
+/// Runs `f` on the thread list with the lock held.
+fn locked<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
+    struct Unlock;
+    impl Drop for Unlock {
+        fn drop(&mut self) {
+            release();
+        }
+    }
+    acquire();
+    let _unlock = Unlock;
+    // SAFETY: we hold the lock, so no one else touches the list.
+    f(unsafe { &mut *REGISTRY.threads.get() })
+}
+
+/// The registered threads, seen while the registry lock is held.
+pub(crate) struct Threads<'a>(&'a [usize]);
+
+impl Threads<'_> {
+    /// Every registered thread's state. Callers touch only its atomic fields.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &ThreadState> + '_ {
+        self.0.iter().map(|&a| {
+            // SAFETY: a registered address is a live thread's state (module
+            // invariant), kept registered by the lock held while `self`
+            // exists.
+            unsafe { &*(a as *const ThreadState) }
+        })
+    }
+}
+
+/// Runs `f` with the registry lock held (so every registered thread stays
+/// registered, and alive, meanwhile). `f` must not allocate.
+pub(crate) fn with_threads<R>(f: impl FnOnce(Threads<'_>) -> R) -> R {
+    locked(|threads| f(Threads(threads)))
+}
+
+/// Removes the thread from the registry when it exits.
+struct Registration;
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = STATE.try_with(|s| {
+            let me = s as *const ThreadState as usize;
+            locked(|threads| {
+                if let Some(i) = threads.iter().position(|&a| a == me) {
+                    threads.swap_remove(i);
+                }
+            });
+            s.registered.set(2);
+        });
+    }
+}
+
+thread_local! {
+    static REGISTRATION: Registration = const { Registration };
+}
+
+/// Adds this thread to the registry (`s.registered` becomes 1), or leaves
+/// `s.registered` at 0 to be tried again on a later slow path (inside tracker
+/// code, or out of memory), or sets it to 2 (the thread is exiting).
+#[cold]
+#[inline(never)]
+pub(crate) fn register(s: &ThreadState) {
+    // Registering the destructor and growing the list may allocate.
+    let Some(_guard) = Guard::enter() else {
+        return;
+    };
+    fork::install();
+    if REGISTRATION.try_with(|_| ()).is_err() {
+        // The thread is exiting: its destructor cannot be registered.
+        s.registered.set(2);
+        return;
+    }
+    let added = locked(|threads| {
+        // `try_reserve`: an allocation failure must not abort from inside
+        // the allocator.
+        let ok = threads.try_reserve(1).is_ok();
+        if ok {
+            threads.push(s as *const ThreadState as usize);
+        }
+        ok
+    });
+    if added {
+        s.registered.set(1);
+    }
+}
+
+#[cfg(unix)]
+mod fork {
+    use std::sync::Once;
+
+    use super::{REGISTRY, acquire, release};
+    use crate::guard::STATE;
+
+    /// Registers the fork handlers, once per process.
+    pub(super) fn install() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: the handlers are `extern "C"` functions that never
+            // unwind; registering them has no other effect.
+            unsafe {
+                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+            }
+        });
+    }
+
+    /// Before `fork`: hold the lock, so the child gets a consistent list.
+    extern "C" fn prepare() {
+        acquire();
+    }
+
+    extern "C" fn parent() {
+        release();
+    }
+
+    /// In the child, which has only the forking thread: forget every entry
+    /// (the other threads do not exist here) and let the forking thread
+    /// register again on its next allocation.
+    extern "C" fn child() {
+        // SAFETY: we hold the lock (taken in `prepare`, copied held into the
+        // child) and the child has no other thread. `clear` frees nothing.
+        unsafe { (*REGISTRY.threads.get()).clear() };
+        let _ = STATE.try_with(|s| {
+            if s.registered.get() == 1 {
+                s.registered.set(0);
+                s.countdown.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        release();
+    }
+}
+
+#[cfg(not(unix))]
+mod fork {
+    /// No `fork` on this platform.
+    pub(super) fn install() {}
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn registered(s: &ThreadState) -> bool {
+        let me = s as *const ThreadState as usize;
+        locked(|threads| threads.contains(&me))
+    }
+
+    #[test]
+    fn threads_leave_the_registry_when_they_exit() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            STATE.with(|s| {
+                register(s);
+                tx.send((s as *const ThreadState as usize, registered(s)))
+                    .unwrap();
+            });
+        })
+        .join()
+        .unwrap();
+        let (addr, was_registered) = rx.recv().unwrap();
+        assert!(was_registered);
+        assert!(!locked(|threads| threads.contains(&addr)));
+    }
+
+    #[test]
+    fn a_forked_child_forgets_the_parents_threads() {
+        // Another thread, registered and alive across the fork.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            STATE.with(|s| register(s));
+            ready_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        ready_rx.recv().unwrap();
+        STATE.with(|s| register(s));
+        assert!(with_threads(|t| t.iter().count()) >= 2);
+        // SAFETY: the child only reads the registry and its own thread state
+        // (no allocation, no lock another thread could hold) and leaves with
+        // `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let empty = with_threads(|t| t.iter().count()) == 0;
+            let again = STATE.with(|s| s.registered.get() == 0);
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(if empty && again { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "child died: status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "child saw the parent's threads"
+        );
+        // The parent keeps its own registrations.
+        assert!(STATE.with(registered));
+    }
+}
