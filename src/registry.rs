@@ -225,12 +225,12 @@ mod tests {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let other = std::thread::spawn(move || {
-            STATE.with(|s| register(s));
+            STATE.with(register);
             ready_tx.send(()).unwrap();
             done_rx.recv().unwrap();
         });
         ready_rx.recv().unwrap();
-        STATE.with(|s| register(s));
+        STATE.with(register);
         assert!(with_threads(|t| t.iter().count()) >= 2);
         // SAFETY: the child only reads the registry and its own thread state
         // (no allocation, no lock another thread could hold) and leaves with

@@ -7,8 +7,11 @@
 //! test checks at run time whether frame pointers are in effect and only then
 //! insists on function names.
 
+mod common;
+
 use std::hint::black_box;
 
+use common::settle;
 use leakscope::{Tracker, Unwinder};
 
 #[global_allocator]
@@ -130,6 +133,7 @@ fn marked_site_frames(n: usize) -> Vec<String> {
 /// the checks below diff whole-process snapshots.
 #[test]
 fn frame_pointer_unwinder() {
+    settle();
     sites_name_the_allocating_function();
     spawned_threads_walk_their_own_stack();
     deep_stacks_are_capped();

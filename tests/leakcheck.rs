@@ -7,12 +7,15 @@
 //! Nothing inside a passing check prints, since captured output is a buffer
 //! that grows.
 
+mod common;
+
 use std::any::Any;
 use std::hint::black_box;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::thread;
 
+use common::settle;
 use leakscope::{Frame, LeakCheck, Snapshot, assert_no_leaks};
 
 #[global_allocator]
@@ -107,6 +110,7 @@ fn leak_a_lot() {
 
 #[test]
 fn leak_checks() {
+    settle();
     passes_when_everything_is_freed();
     passes_with_joined_threads();
     check_keeps_only_blocks_allocated_inside();

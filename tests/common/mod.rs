@@ -26,3 +26,19 @@ pub fn sites_through<'a>(snap: &'a Snapshot, name: &'a str) -> impl Iterator<Ite
         .iter()
         .filter(move |s| site_has(s.frames(), name))
 }
+
+/// Waits (up to a second) until no other thread allocates: libtest's main
+/// thread still books the test it just started for a moment after the test
+/// thread runs, which a whole-process check would see.
+pub fn settle() {
+    let mut last = leakscope::snapshot();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let now = leakscope::snapshot();
+        let quiet = now.total_allocs() == last.total_allocs();
+        last = now;
+        if quiet {
+            return;
+        }
+    }
+}
