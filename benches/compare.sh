@@ -11,6 +11,7 @@
 #   benches/compare.sh                 # everything (takes a while)
 #   ROUNDS=3 WORKLOADS="leak threads" benches/compare.sh
 #   CALLGRIND=0 benches/compare.sh     # skip the callgrind table
+#   WALL=0 benches/compare.sh          # the callgrind table alone
 #   QUICK=1 benches/compare.sh         # tiny sizes, to check the script
 #   SIZE=20000000 WORKLOADS=threads VARIANTS="wl_system wl_tracker_default" ROUNDS=15 \
 #       CALLGRIND=0 benches/compare.sh # one workload, longer, more rounds
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 WORKLOADS=${WORKLOADS:-"leak churn threads json"}
 CALLGRIND=${CALLGRIND:-1}
+WALL=${WALL:-1}
 QUICK=${QUICK:-0}
 VARIANTS=${VARIANTS:-"wl_system wl_tracker_default wl_tracker_fastpath wl_tracker_exact_fp wl_tracker_exact_bt wl_dhat wl_dhat_full wl_mimalloc wl_tracker_default_mimalloc wl_tracker_exact_fp_mimalloc"}
 
@@ -85,30 +87,32 @@ baseline_of() {
     case $1 in *mimalloc) echo wl_mimalloc ;; *) echo wl_system ;; esac
 }
 
-for w in $WORKLOADS; do
-    for r in $(seq "$ROUNDS"); do
-        echo "  $w round $r/$ROUNDS" >&2
-        for v in $VARIANTS; do run "$v" "$w"; done
+if [ "$WALL" = 1 ]; then
+    for w in $WORKLOADS; do
+        for r in $(seq "$ROUNDS"); do
+            echo "  $w round $r/$ROUNDS" >&2
+            for v in $VARIANTS; do run "$v" "$w"; done
+        done
     done
-done
 
-echo
-echo "Wall time of the workload (median of $ROUNDS interleaved rounds) and peak RSS"
-echo "(median). Ratios: to wl_system, or to wl_mimalloc for the mimalloc variants."
-echo
-echo "| workload | variant | time (ms) | ratio | peak RSS (MiB) | RSS ratio |"
-echo "|---|---|---:|---:|---:|---:|"
-for w in $WORKLOADS; do
-    for v in $VARIANTS; do
-        b=$(baseline_of "$v")
-        t=$(median 1 < "$tmp/$v.$w")
-        k=$(median 2 < "$tmp/$v.$w")
-        bt=$(median 1 < "$tmp/$b.$w")
-        bk=$(median 2 < "$tmp/$b.$w")
-        awk -v w="$w" -v v="${v#wl_}" -v t="$t" -v k="$k" -v bt="$bt" -v bk="$bk" \
-            'BEGIN { printf "| %s | %s | %.1f | %.2fx | %.1f | %.2fx |\n", w, v, t / 1e6, t / bt, k / 1024, k / bk }'
+    echo
+    echo "Wall time of the workload (median of $ROUNDS interleaved rounds) and peak RSS"
+    echo "(median). Ratios: to wl_system, or to wl_mimalloc for the mimalloc variants."
+    echo
+    echo "| workload | variant | time (ms) | ratio | peak RSS (MiB) | RSS ratio |"
+    echo "|---|---|---:|---:|---:|---:|"
+    for w in $WORKLOADS; do
+        for v in $VARIANTS; do
+            b=$(baseline_of "$v")
+            t=$(median 1 < "$tmp/$v.$w")
+            k=$(median 2 < "$tmp/$v.$w")
+            bt=$(median 1 < "$tmp/$b.$w")
+            bk=$(median 2 < "$tmp/$b.$w")
+            awk -v w="$w" -v v="${v#wl_}" -v t="$t" -v k="$k" -v bt="$bt" -v bk="$bk" \
+                'BEGIN { printf "| %s | %s | %.1f | %.2fx | %.1f | %.2fx |\n", w, v, t / 1e6, t / bt, k / 1024, k / bk }'
+        done
     done
-done
+fi
 
 if [ "$CALLGRIND" = 1 ] && command -v valgrind > /dev/null; then
     echo
