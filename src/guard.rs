@@ -27,15 +27,15 @@ pub(crate) struct ThreadState {
     /// Bytes left until the next sample; an allocation that takes it to zero
     /// or below is sampled. Starts at 0 so a thread's first allocation takes
     /// the slow path and seeds the sampler. Atomic only because
-    /// `set_sample_interval` on another thread may zero it (see
-    /// `sampling::REGISTRY`); the owner uses relaxed loads and stores, which
-    /// compile to the same plain moves as a `Cell`.
+    /// `set_sample_interval` on another thread may zero it (see `registry`);
+    /// the owner uses relaxed loads and stores, which compile to the same
+    /// plain moves as a `Cell`.
     pub(crate) countdown: AtomicI64,
     /// The value of `sampling::GENERATION` the countdown was drawn under,
     /// checked on the slow path only. Atomic for the same reason.
     pub(crate) generation: AtomicU64,
-    /// Whether this thread's countdown is in `sampling::REGISTRY`: 0 not
-    /// yet, 1 registered, 2 removed at thread exit (never registered again).
+    /// Whether this thread is in the `registry`: 0 not yet, 1 registered, 2
+    /// removed at thread exit (never registered again).
     pub(crate) registered: Cell<u8>,
     /// xorshift state for the exponential draws; 0 means "not seeded yet".
     pub(crate) rng: Cell<u64>,
