@@ -46,7 +46,7 @@ size() {
     elif [ "$QUICK" = 1 ]; then
         case $1 in leak) echo 20000 ;; churn) echo 20000 ;; threads) echo 20000 ;; json) echo 1 ;; esac
     else
-        case $1 in leak) echo 1000000 ;; churn) echo 2000000 ;; threads) echo 4000000 ;; json) echo 8 ;; esac
+        case $1 in leak) echo 1000000 ;; churn) echo 2000000 ;; threads) echo 12000000 ;; json) echo 8 ;; esac
     fi
 }
 cg_size() {
