@@ -160,7 +160,7 @@ impl<A: GlobalAlloc> Tracker<A> {
     /// out (or in exact mode).
     ///
     /// # Safety
-    /// As `GlobalAlloc::realloc`; `recorded` is `header::is_recorded(ptr)`,
+    /// As `GlobalAlloc::realloc`; `recorded` is `header::is_recorded(ptr, layout.align())`,
     /// and the countdown was charged with `new_size` unless the tracker is
     /// exact.
     #[cold]
@@ -227,7 +227,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
     #[inline(always)]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` is a live block of this allocator (caller's contract).
-        if unsafe { header::is_recorded(ptr) } {
+        if unsafe { header::is_recorded(ptr, layout.align()) } {
             // SAFETY: as above, and it is recorded.
             unsafe { record::dealloc(&self.inner, ptr, layout) }
         } else {
@@ -241,8 +241,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Tracker<A> {
         // Two separate tests, each branching straight to the slow path:
         // combining them into one condition made the compiler keep both as
         // flags and test them again (six more instructions per realloc).
-        // SAFETY: `ptr` is a live block of this allocator (caller's contract).
-        if unsafe { header::is_recorded(ptr) } {
+        // SAFETY: `ptr` is a live block of this allocator (caller's contract),
+        // allocated with `layout`.
+        if unsafe { header::is_recorded(ptr, layout.align()) } {
             let ticked = self.may_sample(new_size);
             // SAFETY: the caller's contract, passed on.
             return unsafe { self.realloc_slow(ptr, layout, new_size, true, ticked) };

@@ -177,7 +177,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
 /// Frees a recorded block.
 ///
 /// # Safety
-/// As `GlobalAlloc::dealloc`, and `header::is_recorded(ptr)` holds.
+/// As `GlobalAlloc::dealloc`, and `header::is_recorded(ptr, layout.align())` holds.
 pub(crate) unsafe fn dealloc<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
     // No guard: nothing here allocates except the first use of a book or of
     // a counter chunk, which take the guard themselves. (The guard decides
