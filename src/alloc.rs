@@ -12,8 +12,9 @@ use crate::stack::Unwinder;
 /// A global allocator that records which call stacks hold the live heap.
 ///
 /// Wrap any inner allocator; the common path (an allocation that is not
-/// sampled, and its free) adds a thread-local countdown and a magic-word
-/// compare, nothing shared. See the crate docs for how to read the results.
+/// sampled, and its free) adds a thread-local countdown and a test of one
+/// address bit (or, for the few blocks that bit does not clear, a magic-word
+/// compare), nothing shared. See the crate docs for how to read the results.
 ///
 /// # Examples
 ///
