@@ -61,6 +61,7 @@ mod report;
 mod sampling;
 mod sites;
 mod snapshot;
+mod spin;
 mod stack;
 mod symbolize;
 

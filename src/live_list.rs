@@ -8,13 +8,13 @@
 //! another lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering::*};
 
 use crate::header::{self, Header};
+use crate::spin::SpinLock;
 
 pub(crate) struct LiveList {
     /// Guards `head` and the links in the headers of the list's blocks.
-    lock: AtomicBool,
+    lock: SpinLock,
     /// The first block's user pointer, 0 when empty.
     head: UnsafeCell<usize>,
 }
@@ -26,37 +26,8 @@ impl LiveList {
     /// An empty list (all-zero bytes are one too: books are allocated zeroed).
     pub(crate) const fn new() -> LiveList {
         LiveList {
-            lock: AtomicBool::new(false),
+            lock: SpinLock::new(),
             head: UnsafeCell::new(0),
-        }
-    }
-
-    #[inline(always)]
-    fn lock(&self) -> ListGuard<'_> {
-        // `swap` is one `xchg`; the uncontended case is all that runs inline.
-        if self.lock.swap(true, Acquire) {
-            self.lock_contended();
-        }
-        ListGuard { list: self }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) {
-        let mut spins = 0u32;
-        loop {
-            while self.lock.load(Relaxed) {
-                spins = spins.saturating_add(1);
-                if spins < 100 {
-                    std::hint::spin_loop();
-                } else {
-                    // A syscall, no allocation: safe inside the allocator.
-                    std::thread::yield_now();
-                }
-            }
-            if !self.lock.swap(true, Acquire) {
-                return;
-            }
         }
     }
 
@@ -68,7 +39,7 @@ impl LiveList {
     /// be in any list.
     #[inline(always)]
     pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
-        let _g = self.lock();
+        let _g = self.lock.lock();
         // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
         // list; the caller vouches for `user`.
         unsafe {
@@ -88,7 +59,7 @@ impl LiveList {
     /// # Safety
     /// `user` must be a recorded block not in any list.
     pub(crate) unsafe fn link(&self, user: usize) {
-        let _g = self.lock();
+        let _g = self.lock.lock();
         // SAFETY: we hold the lock; `head` is 0 or a recorded block in this list.
         unsafe {
             let head = *self.head.get();
@@ -107,7 +78,7 @@ impl LiveList {
     /// `user` must be a recorded block in this list.
     #[inline(always)]
     pub(crate) unsafe fn unlink(&self, user: usize) {
-        let _g = self.lock();
+        let _g = self.lock.lock();
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
         unsafe {
             let (prev, next) = header::links(user);
@@ -125,7 +96,7 @@ impl LiveList {
     /// Calls `f` with the header of every block in the list, holding the lock
     /// (so `f` must not allocate: it copies into pre-reserved space).
     pub(crate) fn walk(&self, mut f: impl FnMut(&Header)) {
-        let _g = self.lock();
+        let _g = self.lock.lock();
         // SAFETY: we hold the lock, so every block in the list stays recorded
         // (a free unlinks under this lock before releasing the memory).
         let mut cur = unsafe { *self.head.get() };
@@ -135,16 +106,5 @@ impl LiveList {
             f(&h);
             cur = h.next;
         }
-    }
-}
-
-struct ListGuard<'a> {
-    list: &'a LiveList,
-}
-
-impl Drop for ListGuard<'_> {
-    #[inline(always)]
-    fn drop(&mut self) {
-        self.list.lock.store(false, Release);
     }
 }

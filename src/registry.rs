@@ -19,12 +19,12 @@
 //! push, which runs under the guard.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, Ordering::*};
 
 use crate::guard::{Guard, STATE, ThreadState};
+use crate::spin::SpinLock;
 
 struct Registry {
-    lock: AtomicBool,
+    lock: SpinLock,
     /// `ThreadState` addresses; touched only under `lock`.
     threads: UnsafeCell<Vec<usize>>,
 }
@@ -33,39 +33,13 @@ struct Registry {
 unsafe impl Sync for Registry {}
 
 static REGISTRY: Registry = Registry {
-    lock: AtomicBool::new(false),
+    lock: SpinLock::new(),
     threads: UnsafeCell::new(Vec::new()),
 };
 
-fn acquire() {
-    let mut spins = 0u32;
-    while REGISTRY.lock.swap(true, Acquire) {
-        while REGISTRY.lock.load(Relaxed) {
-            spins = spins.saturating_add(1);
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else {
-                // A syscall, no allocation.
-                std::thread::yield_now();
-            }
-        }
-    }
-}
-
-fn release() {
-    REGISTRY.lock.store(false, Release);
-}
-
 /// Runs `f` on the thread list with the lock held.
 fn locked<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
-    struct Unlock;
-    impl Drop for Unlock {
-        fn drop(&mut self) {
-            release();
-        }
-    }
-    acquire();
-    let _unlock = Unlock;
+    let _guard = REGISTRY.lock.lock();
     // SAFETY: we hold the lock, so no one else touches the list.
     f(unsafe { &mut *REGISTRY.threads.get() })
 }
@@ -146,7 +120,7 @@ pub(crate) fn register(s: &ThreadState) {
 mod fork {
     use std::sync::Once;
 
-    use super::{REGISTRY, acquire, release};
+    use super::REGISTRY;
     use crate::guard::STATE;
 
     /// Registers the fork handlers, once per process.
@@ -163,11 +137,11 @@ mod fork {
 
     /// Before `fork`: hold the lock, so the child gets a consistent list.
     extern "C" fn prepare() {
-        acquire();
+        REGISTRY.lock.acquire();
     }
 
     extern "C" fn parent() {
-        release();
+        REGISTRY.lock.release();
     }
 
     /// In the child, which has only the forking thread: forget every entry
@@ -183,7 +157,7 @@ mod fork {
                 s.countdown.store(0, std::sync::atomic::Ordering::Relaxed);
             }
         });
-        release();
+        REGISTRY.lock.release();
     }
 }
 
