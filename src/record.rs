@@ -178,6 +178,8 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
 ///
 /// # Safety
 /// As `GlobalAlloc::dealloc`, and `header::is_recorded(ptr, layout.align())` holds.
+#[cold]
+#[inline(never)]
 pub(crate) unsafe fn dealloc<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
     // No guard: nothing here allocates except the first use of a book or of
     // a counter chunk, which take the guard themselves. (The guard decides

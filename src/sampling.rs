@@ -17,6 +17,8 @@
 //! [`set_sample_interval`] zeroes each one's countdown, so each thread takes
 //! the slow path at its next allocation, sees the new generation and redraws.
 
+#[cfg(any(test, not(target_arch = "x86_64")))]
+use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicU64, Ordering::*, fence};
 
 use crate::Error;
@@ -129,14 +131,74 @@ fn note_configured_slow(configured: u64) {
 /// answer.
 #[inline(always)]
 pub(crate) fn tick(size: usize) -> bool {
-    STATE
-        .try_with(|s| {
-            // Relaxed load and store, not a read-modify-write: plain moves.
-            let left = s.countdown.load(Relaxed).wrapping_sub(size as i64);
-            s.countdown.store(left, Relaxed);
-            left <= 0
-        })
-        .unwrap_or(false)
+    let Ok(countdown) = STATE.try_with(|s| s.countdown.as_ptr()) else {
+        return false;
+    };
+    // SAFETY: `countdown` points into this thread's `ThreadState`, which
+    // lives as long as the thread. See `sub_and_test` for the memory model.
+    unsafe { sub_and_test(countdown, size) }
+}
+
+/// `*countdown -= size; *countdown <= 0`, as one memory-operand `sub` and a
+/// branch on its flags.
+///
+/// Why assembly: the countdown is an `AtomicI64` (so `set_sample_interval`
+/// may zero it from another thread), and the compiler never folds an atomic
+/// load and store into one read-modify-write instruction. As a load, a
+/// subtraction, a store and a test, the countdown cost five instructions and
+/// a register that allocation-heavy loops did not have to spare: on the
+/// two-thread box churn the loop spilled and reloaded five more values per
+/// iteration. This form costs three instructions (`mov` of the size, `sub`,
+/// `jle`) and no extra register. Measured with callgrind, two-thread churn:
+/// +6.7% -> +3.0% instructions over `System` for the common path alone.
+///
+/// Memory model: the `sub` is a load and a store of one aligned 8-byte word,
+/// each single-copy atomic on x86-64, not a locked read-modify-write: exactly
+/// the relaxed load and relaxed store of the portable version below, and it
+/// races with a remote zeroing in the same benign way (a zero that lands
+/// between the two is lost; `set_sample_interval` handles that).
+///
+/// `jle` tests the signed comparison `before <= size`, which equals
+/// `before - size <= 0` because the subtraction cannot overflow: a countdown
+/// is only ever set to 0 or a draw in `1..=i64::MAX / 4`, it is redrawn each
+/// time a subtraction takes it to 0 or below, and `size <= isize::MAX`.
+///
+/// # Safety
+/// `countdown` must be valid for reads and writes and 8-byte aligned.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn sub_and_test(countdown: *mut i64, size: usize) -> bool {
+    // SAFETY: the caller guarantees the pointer; the block touches only
+    // `*countdown` and the flags, and does not use the stack.
+    unsafe {
+        std::arch::asm!(
+            "sub qword ptr [{countdown}], {size}",
+            "jle {slow}",
+            countdown = in(reg) countdown,
+            size = in(reg) size,
+            slow = label { return true; },
+            options(nostack),
+        );
+    }
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+use sub_and_test_portable as sub_and_test;
+
+/// The portable version: relaxed load and store, plain moves.
+///
+/// # Safety
+/// As the x86-64 version.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+#[inline(always)]
+unsafe fn sub_and_test_portable(countdown: *mut i64, size: usize) -> bool {
+    // SAFETY: the caller guarantees the pointer, and `AtomicI64` has the same
+    // layout as `i64`.
+    let countdown = unsafe { AtomicI64::from_ptr(countdown) };
+    let left = countdown.load(Relaxed).wrapping_sub(size as i64);
+    countdown.store(left, Relaxed);
+    left <= 0
 }
 
 /// The decision of a tracker configured with `sample_interval(1)`: record
@@ -300,6 +362,37 @@ mod tests {
         assert!((w - expect).abs() / expect < 1e-5, "{w} vs {expect}");
         // Blocks much larger than R are always sampled: weight ~1.
         assert!((weight(1 << 30, 524_288) - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_countdown_instruction_matches_the_portable_version() {
+        let draws = [
+            0,
+            1,
+            2,
+            31,
+            32,
+            33,
+            4096,
+            524_288,
+            i64::MAX / 8,
+            i64::MAX / 4,
+        ];
+        let sizes = [0, 1, 2, 32, 33, 4096, 524_288, 1 << 40, isize::MAX as usize];
+        for &before in &draws {
+            for &size in &sizes {
+                let (mut a, mut b) = (before, before);
+                // SAFETY: both point to live, aligned locals.
+                let (got, want) = unsafe {
+                    (
+                        sub_and_test(&mut a, size),
+                        sub_and_test_portable(&mut b, size),
+                    )
+                };
+                assert_eq!((got, a), (want, b), "countdown {before}, size {size}");
+                assert_eq!(want, before.wrapping_sub(size as i64) <= 0);
+            }
+        }
     }
 
     #[test]

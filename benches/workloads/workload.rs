@@ -74,7 +74,7 @@ fn json_document(mib: usize) -> String {
         }
         doc.push_str(&format!(
             r#"{{"id":{i},"name":"user {i}","email":"user{i}@example.com","active":{},"score":{}.{},"tags":["alpha","beta","gamma{}"],"address":{{"street":"{} Main St","city":"Springfield","zip":"{:05}"}}}}"#,
-            i % 2 == 0,
+            i.is_multiple_of(2),
             i % 100,
             i % 7,
             i % 13,
