@@ -91,16 +91,23 @@ if [ "$WALL" = 1 ]; then
     for w in $WORKLOADS; do
         for r in $(seq "$ROUNDS"); do
             echo "  $w round $r/$ROUNDS" >&2
-            for v in $VARIANTS; do run "$v" "$w"; done
+            # Every other round in reverse order, so no variant always runs
+            # right after the same neighbour.
+            order=$VARIANTS
+            if [ $((r % 2)) = 0 ]; then order=$(printf '%s\n' $VARIANTS | tac); fi
+            for v in $order; do run "$v" "$w"; done
         done
     done
 
     echo
     echo "Wall time of the workload (median of $ROUNDS interleaved rounds) and peak RSS"
-    echo "(median). Ratios: to wl_system, or to wl_mimalloc for the mimalloc variants."
+    echo "(median). Ratios: to wl_system, or to wl_mimalloc for the mimalloc variants;"
+    echo "\"ratio\" divides the medians, \"paired\" is the median of the per-round ratios"
+    echo "(each round runs the variant and its baseline back to back, so slow periods of"
+    echo "the machine, which last longer than a round, cancel out)."
     echo
-    echo "| workload | variant | time (ms) | ratio | peak RSS (MiB) | RSS ratio |"
-    echo "|---|---|---:|---:|---:|---:|"
+    echo "| workload | variant | time (ms) | ratio | paired | peak RSS (MiB) | RSS ratio |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
     for w in $WORKLOADS; do
         for v in $VARIANTS; do
             b=$(baseline_of "$v")
@@ -108,8 +115,9 @@ if [ "$WALL" = 1 ]; then
             k=$(median 2 < "$tmp/$v.$w")
             bt=$(median 1 < "$tmp/$b.$w")
             bk=$(median 2 < "$tmp/$b.$w")
-            awk -v w="$w" -v v="${v#wl_}" -v t="$t" -v k="$k" -v bt="$bt" -v bk="$bk" \
-                'BEGIN { printf "| %s | %s | %.1f | %.2fx | %.1f | %.2fx |\n", w, v, t / 1e6, t / bt, k / 1024, k / bk }'
+            p=$(paste "$tmp/$v.$w" "$tmp/$b.$w" | awk '{ print $1 / $3 }' | median 1)
+            awk -v w="$w" -v v="${v#wl_}" -v t="$t" -v k="$k" -v bt="$bt" -v bk="$bk" -v p="$p" \
+                'BEGIN { printf "| %s | %s | %.1f | %.2fx | %.3fx | %.1f | %.2fx |\n", w, v, t / 1e6, t / bt, p, k / 1024, k / bk }'
         done
     done
 fi
