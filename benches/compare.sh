@@ -80,7 +80,7 @@ run() {
 }
 
 median() { # column number; reads numbers from stdin
-    awk -v c="$1" '{print $c}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+    awk -v c="$1" '{print $c}' | LC_ALL=C sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 
 baseline_of() {
@@ -103,8 +103,8 @@ if [ "$WALL" = 1 ]; then
     echo "Wall time of the workload (median of $ROUNDS interleaved rounds) and peak RSS"
     echo "(median). Ratios: to wl_system, or to wl_mimalloc for the mimalloc variants;"
     echo "\"ratio\" divides the medians, \"paired\" is the median of the per-round ratios"
-    echo "(each round runs the variant and its baseline back to back, so slow periods of"
-    echo "the machine, which last longer than a round, cancel out)."
+    echo "(a variant and its baseline run in the same round, so slow periods of the"
+    echo "machine that last longer than a round cancel out)."
     echo
     echo "| workload | variant | time (ms) | ratio | paired | peak RSS (MiB) | RSS ratio |"
     echo "|---|---|---:|---:|---:|---:|---:|"

@@ -28,8 +28,8 @@ pub(crate) struct ThreadState {
     /// or below is sampled. Starts at 0 so a thread's first allocation takes
     /// the slow path and seeds the sampler. Atomic only because
     /// `set_sample_interval` on another thread may zero it (see `registry`);
-    /// the owner uses relaxed loads and stores, which compile to the same
-    /// plain moves as a `Cell`.
+    /// the owner updates it with the equivalent of a relaxed load and store
+    /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
     pub(crate) countdown: AtomicI64,
     /// The value of `sampling::GENERATION` the countdown was drawn under,
     /// checked on the slow path only. Atomic for the same reason.

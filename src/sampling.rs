@@ -17,7 +17,7 @@
 //! [`set_sample_interval`] zeroes each one's countdown, so each thread takes
 //! the slow path at its next allocation, sees the new generation and redraws.
 
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, miri, not(target_arch = "x86_64")))]
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicU64, Ordering::*, fence};
 
@@ -53,9 +53,9 @@ static GENERATION: AtomicU64 = AtomicU64::new(1);
 ///
 /// The change applies at once on the calling thread and from the next
 /// allocation on every other thread. (One exception, rare enough to ignore
-/// in practice: a thread interrupted between the two instructions that update
-/// its countdown, at the moment of the change, keeps the old interval until
-/// its next sample.) It takes a lock and touches every thread that has
+/// in practice: a thread whose countdown update, a load and a store, straddles
+/// the moment of the change keeps the old interval until its next sample.)
+/// It takes a lock and touches every thread that has
 /// allocated; call it when the mode changes, not per request.
 ///
 /// # Errors
@@ -87,11 +87,11 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
             s.countdown.store(0, Relaxed);
         }
         // The owner's fast path updates its countdown with a load and a
-        // store, so a zero that landed between the two is lost. One more pass
-        // catches a thread that has neither redrawn yet nor kept the zero. (A
-        // thread interrupted in that two-instruction window across both
-        // passes keeps its old countdown until it runs out: it picks the
-        // change up at its next sample instead.)
+        // store (one non-locked `sub` on x86-64), so a zero that landed
+        // between the two is lost. One more pass catches a thread that has
+        // neither redrawn yet nor kept the zero. (A thread whose update
+        // straddles both passes keeps its old countdown until it runs out:
+        // it picks the change up at its next sample instead.)
         for s in threads.iter() {
             if s.generation.load(Relaxed) != generation && s.countdown.load(Relaxed) > 0 {
                 s.countdown.store(0, Relaxed);
@@ -165,7 +165,7 @@ pub(crate) fn tick(size: usize) -> bool {
 ///
 /// # Safety
 /// `countdown` must be valid for reads and writes and 8-byte aligned.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", not(miri)))]
 #[inline(always)]
 unsafe fn sub_and_test(countdown: *mut i64, size: usize) -> bool {
     // SAFETY: the caller guarantees the pointer; the block touches only
@@ -183,14 +183,15 @@ unsafe fn sub_and_test(countdown: *mut i64, size: usize) -> bool {
     false
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(any(miri, not(target_arch = "x86_64")))]
 use sub_and_test_portable as sub_and_test;
 
-/// The portable version: relaxed load and store, plain moves.
+/// The portable version (also under Miri, which cannot run `asm!`): relaxed
+/// load and store, plain moves.
 ///
 /// # Safety
 /// As the x86-64 version.
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, miri, not(target_arch = "x86_64")))]
 #[inline(always)]
 unsafe fn sub_and_test_portable(countdown: *mut i64, size: usize) -> bool {
     // SAFETY: the caller guarantees the pointer, and `AtomicI64` has the same
