@@ -234,16 +234,6 @@ pub(crate) unsafe fn clear_magic(user: *mut u8) {
     unsafe { std::ptr::write_unaligned(user.sub(8) as *mut u64, 0) }
 }
 
-/// Sets the magic for `user`.
-///
-/// # Safety
-/// As [`write`].
-#[inline]
-pub(crate) unsafe fn set_magic(user: *mut u8) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { std::ptr::write_unaligned(user.sub(8) as *mut u64, magic(user as usize)) }
-}
-
 /// Reads the list links of a recorded block.
 ///
 /// # Safety

@@ -31,8 +31,9 @@ impl LiveList {
         }
     }
 
-    /// Writes the header `h` of a new recorded block below `user` and links
-    /// the block at the head, in one go (the links are filled in here).
+    /// Writes the header `h` of a recorded block below `user` (a new one, or
+    /// one put back after a failed realloc) and links the block at the head,
+    /// in one go (the links are filled in here).
     ///
     /// # Safety
     /// `user` must have `header::HEADER_SIZE` bytes of ours below it and not
@@ -47,24 +48,6 @@ impl LiveList {
             h.prev = 0;
             h.next = head;
             header::write(user as *mut u8, &h);
-            if head != 0 {
-                header::set_prev(head, user);
-            }
-            *self.head.get() = user;
-        }
-    }
-
-    /// Links a recorded block (header already written) at the head.
-    ///
-    /// # Safety
-    /// `user` must be a recorded block not in any list.
-    pub(crate) unsafe fn link(&self, user: usize) {
-        let _g = self.lock.lock();
-        // SAFETY: we hold the lock; `head` is 0 or a recorded block in this list.
-        unsafe {
-            let head = *self.head.get();
-            header::set_prev(user, 0);
-            header::set_next(user, head);
             if head != 0 {
                 header::set_prev(head, user);
             }

@@ -117,12 +117,13 @@ fn count_free(h: &Header, size: usize, align: usize) {
 /// # Safety
 /// `user` must be the block `h` was read from, unchanged since [`unlink`].
 unsafe fn relink(user: *mut u8, h: &Header) {
-    // SAFETY: guaranteed by the caller.
+    // SAFETY: guaranteed by the caller; `h` still holds the block's magic
+    // (`unlink` read it before clearing the copy in memory), so writing it
+    // back makes the block recognised again.
     unsafe {
-        header::set_magic(user);
         book::by_index(h.book())
             .list_of(user as usize)
-            .link(user as usize);
+            .link_new(user as usize, *h)
     }
 }
 

@@ -44,7 +44,8 @@ pub enum Unwinder {
     ///
     /// Without frame pointers the walk returns a short or empty stack (the
     /// walk skips the recorder's own frame record, so in a build without them
-    /// that skip can drop a frame of the caller), never a crash: every frame pointer must lie within the current thread's stack
+    /// that skip can drop a frame of the caller), never a crash: every frame
+    /// pointer must lie within the current thread's stack
     /// (above the current stack pointer), be 8-aligned and strictly increase,
     /// and the walk stops at the depth cap. On targets other than
     /// x86_64/aarch64 Linux, or when the thread is not running on its own
