@@ -46,30 +46,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-mod alloc;
-mod book;
-mod clock;
 mod error;
-mod guard;
-mod header;
-mod leakcheck;
-mod live_list;
-mod monitor;
-mod record;
-mod registry;
+mod leaks;
+mod profile;
+mod recorder;
 mod report;
-mod sampling;
-mod sites;
-mod snapshot;
-mod spin;
-mod stack;
-mod symbolize;
 
-pub use alloc::Tracker;
 pub use error::Error;
-pub use leakcheck::{LeakCheck, assert_no_leaks};
-pub use monitor::{Monitor, MonitorConfig, SiteHistory, Suspect};
-pub use sampling::{DEFAULT_SAMPLE_INTERVAL, set_sample_interval};
-pub use snapshot::{Diff, Site, SiteDelta, Snapshot, snapshot};
-pub use stack::Unwinder;
-pub use symbolize::Frame;
+pub use leaks::{LeakCheck, Monitor, MonitorConfig, SiteHistory, Suspect, assert_no_leaks};
+pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
+pub use recorder::{DEFAULT_SAMPLE_INTERVAL, Tracker, Unwinder, set_sample_interval};

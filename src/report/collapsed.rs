@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use super::Row;
-use crate::symbolize::Frame;
-use crate::{Diff, Snapshot};
+use crate::profile::Frame;
+use crate::profile::{Diff, Snapshot};
 
 /// The folded form of one stack, outermost first.
 ///

@@ -11,8 +11,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{Row, elapsed};
-use crate::symbolize::Frame;
-use crate::{Diff, Snapshot};
+use crate::profile::Frame;
+use crate::profile::{Diff, Snapshot};
 
 #[derive(Serialize)]
 struct DhatJson {

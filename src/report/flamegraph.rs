@@ -7,7 +7,7 @@ use inferno::flamegraph::{self, Options, Palette, color::BasicPalette};
 
 use super::text::{human, mode};
 use super::{Row, collapsed};
-use crate::{Diff, Snapshot};
+use crate::profile::{Diff, Snapshot};
 
 fn write(
     rows: &[Row<'_>],

@@ -9,8 +9,8 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{elapsed, unix_nanos};
-use crate::symbolize::Frame;
-use crate::{Diff, Snapshot};
+use crate::profile::Frame;
+use crate::profile::{Diff, Snapshot};
 
 /// `"format"` of every file we write, so a reader can tell ours from others.
 const FORMAT: &str = "leakscope";

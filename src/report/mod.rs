@@ -13,13 +13,15 @@ mod flamegraph;
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "pprof")]
+mod maps;
+#[cfg(feature = "pprof")]
 mod pprof;
 pub(crate) mod text;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::symbolize::Frame;
-use crate::{Diff, Snapshot};
+use crate::profile::Frame;
+use crate::profile::{Diff, Snapshot};
 
 /// One site as the exports see it: the four Go heap-profile values, for a
 /// `Snapshot` the counters, for a `Diff` their deltas (which may be negative).

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::symbolize::Frame;
-use crate::{Diff, Snapshot};
+use crate::profile::Frame;
+use crate::profile::{Diff, Snapshot};
 
 const TOP: usize = 20;
 

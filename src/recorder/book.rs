@@ -16,11 +16,11 @@
 //! A book's live blocks are in `SHARDS` intrusive lists (`live_list`), picked
 //! by a hash of the block's address.
 
-use std::cell::UnsafeCell;
+use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
-use crate::guard::{Guard, STATE};
-use crate::live_list::LiveList;
+use super::guard::Guard;
+use super::live_list::LiveList;
 
 /// Sites per counter chunk.
 const CHUNK: usize = 256;
@@ -267,11 +267,37 @@ static SHARED: Book = Book {
     pad_free: AtomicU64::new(0),
 };
 
+/// This thread's book, and whether its exit hook already ran.
+///
+/// A `const`-initialised thread-local of plain `Cell`s, like `guard::STATE`
+/// and for the same reasons: no destructor, so it is usable at any moment of
+/// the thread's life, and access is a fixed offset from the thread pointer.
+/// It is read only on the recorded paths, never on the common path.
+struct Current {
+    /// This thread's book (counters and live list), or null before the first
+    /// recorded event and after the thread's exit hook ran.
+    book: Cell<*const Book>,
+    /// Set once the thread's exit hook has released its book: later events on
+    /// this thread (from other thread-local destructors) use the shared book.
+    exiting: Cell<bool>,
+}
+
+thread_local! {
+    static CURRENT: Current = const {
+        Current {
+            book: Cell::new(std::ptr::null()),
+            exiting: Cell::new(false),
+        }
+    };
+}
+
 /// This thread's book, acquiring one on first use (under the guard, which
 /// `acquire` takes itself).
 #[inline(always)]
 pub(crate) fn current() -> &'static Book {
-    let p = STATE.try_with(|s| s.book.get()).unwrap_or(std::ptr::null());
+    let p = CURRENT
+        .try_with(|s| s.book.get())
+        .unwrap_or(std::ptr::null());
     if !p.is_null() {
         // SAFETY: the pointer was set by `acquire` to a leaked, never-freed book.
         return unsafe { &*p };
@@ -284,7 +310,7 @@ pub(crate) fn current() -> &'static Book {
 fn acquire() -> &'static Book {
     // Creating a book and registering the exit hook allocate: unrecorded.
     let _guard = Guard::enter();
-    let exiting = STATE.try_with(|s| s.exiting.get()).unwrap_or(true);
+    let exiting = CURRENT.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.
         return shared();
@@ -315,7 +341,7 @@ fn acquire() -> &'static Book {
             None => return shared(),
         }
     };
-    let _ = STATE.try_with(|s| s.book.set(book));
+    let _ = CURRENT.try_with(|s| s.book.set(book));
     book
 }
 
@@ -324,7 +350,7 @@ struct ExitHook;
 
 impl Drop for ExitHook {
     fn drop(&mut self) {
-        let _ = STATE.try_with(|s| {
+        let _ = CURRENT.try_with(|s| {
             s.exiting.set(true);
             let p = s.book.replace(std::ptr::null());
             if !p.is_null() {

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use once_cell::sync::Lazy;
 
-use crate::book::{Book, MAX_SITES};
-use crate::stack::Stack;
+use super::book::{Book, MAX_SITES};
+use super::stack::Stack;
 
 static TABLE: Lazy<DashMap<Box<[usize]>, u32>> = Lazy::new(DashMap::new);
 

@@ -1,5 +1,6 @@
-//! Per-thread state read on every allocation: the reentrancy guard, the
-//! sampler's byte countdown, and the thread's book.
+//! Per-thread state read on every allocation: the reentrancy guard and the
+//! sampler's byte countdown. (The thread's book pointer is `book`'s own
+//! thread-local, so this module depends on nothing else in the crate.)
 //!
 //! Everything lives in one `const`-initialised thread-local made only of
 //! `Cell`s of plain data. That matters twice over:
@@ -19,50 +20,40 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
-use crate::book::Book;
-
-pub(crate) struct ThreadState {
+pub(super) struct ThreadState {
     /// True while this thread runs tracker code; see the module docs.
-    pub(crate) busy: Cell<bool>,
+    pub(super) busy: Cell<bool>,
     /// Bytes left until the next sample; an allocation that takes it to zero
     /// or below is sampled. Starts at 0 so a thread's first allocation takes
     /// the slow path and seeds the sampler. Atomic only because
     /// `set_sample_interval` on another thread may zero it (see `registry`);
     /// the owner updates it with the equivalent of a relaxed load and store
     /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
-    pub(crate) countdown: AtomicI64,
+    pub(super) countdown: AtomicI64,
     /// The value of `sampling::GENERATION` the countdown was drawn under,
     /// checked on the slow path only. Atomic for the same reason.
-    pub(crate) generation: AtomicU64,
+    pub(super) generation: AtomicU64,
     /// Whether this thread is in the `registry`: 0 not yet, 1 registered, 2
     /// removed at thread exit (never registered again).
-    pub(crate) registered: Cell<u8>,
+    pub(super) registered: Cell<u8>,
     /// xorshift state for the exponential draws; 0 means "not seeded yet".
-    pub(crate) rng: Cell<u64>,
-    /// This thread's book (counters and live list), or null before the first
-    /// recorded event and after the thread's exit hook ran.
-    pub(crate) book: Cell<*const Book>,
-    /// Set once the thread's exit hook has released its book: later events on
-    /// this thread (from other thread-local destructors) use the shared book.
-    pub(crate) exiting: Cell<bool>,
+    pub(super) rng: Cell<u64>,
     /// This thread's stack as `[stack_lo, stack_hi)`, looked up once by the
     /// frame-pointer unwinder (`stack::thread_stack`): `stack_hi == 0` means
     /// "not looked up yet", `stack_hi == 1` means "the lookup failed". Plain
     /// integers, so the thread-local stays destructor-free.
-    pub(crate) stack_lo: Cell<usize>,
-    pub(crate) stack_hi: Cell<usize>,
+    pub(super) stack_lo: Cell<usize>,
+    pub(super) stack_hi: Cell<usize>,
 }
 
 thread_local! {
-    pub(crate) static STATE: ThreadState = const {
+    pub(super) static STATE: ThreadState = const {
         ThreadState {
             busy: Cell::new(false),
             countdown: AtomicI64::new(0),
             generation: AtomicU64::new(0),
             registered: Cell::new(0),
             rng: Cell::new(0),
-            book: Cell::new(std::ptr::null()),
-            exiting: Cell::new(false),
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
         }

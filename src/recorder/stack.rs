@@ -159,8 +159,8 @@ fn backtrace_walk(stack: &mut Stack) {
     any(target_os = "linux", target_os = "android")
 ))]
 mod fp {
+    use super::super::guard::STATE;
     use super::{MAX_DEPTH, Stack, mix};
-    use crate::guard::STATE;
 
     /// The frame pointer and stack pointer of the calling function.
     ///

@@ -4,10 +4,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use crate::header;
-use crate::record;
-use crate::sampling::{self, DEFAULT_SAMPLE_INTERVAL};
-use crate::stack::Unwinder;
+use super::header;
+use super::record;
+use super::sampling::{self, DEFAULT_SAMPLE_INTERVAL};
+use super::stack::Unwinder;
 
 /// A global allocator that records which call stacks hold the live heap.
 ///
@@ -80,7 +80,7 @@ impl<A: GlobalAlloc> Tracker<A> {
     /// Sets the mean sample interval in bytes; `1` records every allocation.
     ///
     /// A `0` (which a `const` context cannot report as an error) is taken as
-    /// `1`; at run time, [`set_sample_interval`](crate::set_sample_interval)
+    /// `1`; at run time, [`set_sample_interval`](super::sampling::set_sample_interval)
     /// rejects it with an error.
     ///
     /// # Examples

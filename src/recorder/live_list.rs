@@ -9,8 +9,8 @@
 
 use std::cell::UnsafeCell;
 
-use crate::header::{self, Header};
-use crate::spin::SpinLock;
+use super::header::{self, Header};
+use super::spin::SpinLock;
 
 pub(crate) struct LiveList {
     /// Guards `head` and the links in the headers of the list's blocks.

@@ -21,9 +21,9 @@
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicU64, Ordering::*, fence};
 
+use super::guard::{STATE, ThreadState};
+use super::registry;
 use crate::Error;
-use crate::guard::{STATE, ThreadState};
-use crate::registry;
 
 /// The default mean distance between samples: 512 KiB, as Go and jemalloc.
 pub const DEFAULT_SAMPLE_INTERVAL: u64 = 512 * 1024;
@@ -312,7 +312,7 @@ pub(crate) fn weight(size: usize, interval: u64) -> f32 {
 }
 
 /// An exponential draw with mean `interval`, at least 1.
-fn draw(s: &crate::guard::ThreadState, interval: u64) -> i64 {
+fn draw(s: &super::guard::ThreadState, interval: u64) -> i64 {
     let mut x = s.rng.get();
     if x == 0 {
         x = seed(s as *const _ as u64);

@@ -8,11 +8,9 @@
 use std::fmt::Write as _;
 use std::panic::Location;
 
-use crate::clock;
-use crate::guard::Guard;
+use crate::profile::{Frame, Site, Snapshot, snapshot};
+use crate::recorder::{self, Guard};
 use crate::report::text::{human, owner, write_frames};
-use crate::snapshot::{Site, Snapshot, snapshot};
-use crate::symbolize::Frame;
 
 /// Sites listed in an [`assert_no_leaks`] report; the rest are summed up.
 const REPORT_SITES: usize = 20;
@@ -63,11 +61,11 @@ impl LeakCheck {
         // this call, in the same microsecond, would look allocated after it.
         // Waiting for the clock to tick (under a microsecond) puts every
         // earlier birth strictly before `start_us`.
-        let before = clock::now_us();
-        let mut now = clock::now_us();
+        let before = recorder::now_us();
+        let mut now = recorder::now_us();
         while now == before {
             std::hint::spin_loop();
-            now = clock::now_us();
+            now = recorder::now_us();
         }
         LeakCheck { start_us: now }
     }

@@ -13,11 +13,11 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use crate::book::{self, Book, COUNT_ONE};
-use crate::guard::Guard;
-use crate::header::{self, Header};
-use crate::stack::{self, Stack, Unwinder};
-use crate::{clock, sites};
+use super::book::{self, Book, COUNT_ONE};
+use super::guard::Guard;
+use super::header::{self, Header};
+use super::stack::{self, Stack, Unwinder};
+use super::{clock, sites};
 
 /// Estimated bytes a block of `size` with `weight` stands for.
 #[inline]

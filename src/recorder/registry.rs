@@ -20,8 +20,8 @@
 
 use std::cell::UnsafeCell;
 
-use crate::guard::{Guard, STATE, ThreadState};
-use crate::spin::SpinLock;
+use super::guard::{Guard, STATE, ThreadState};
+use super::spin::SpinLock;
 
 struct Registry {
     lock: SpinLock,
@@ -120,8 +120,8 @@ pub(crate) fn register(s: &ThreadState) {
 mod fork {
     use std::sync::Once;
 
+    use super::super::guard::STATE;
     use super::REGISTRY;
-    use crate::guard::STATE;
 
     /// Registers the fork handlers, once per process.
     pub(super) fn install() {

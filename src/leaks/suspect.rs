@@ -1,0 +1,164 @@
+//! [`Suspect`] and [`SiteHistory`]: what the growth monitor hands out.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::profile::{Frame, SiteStack};
+use crate::report::text::{human, write_frames};
+
+/// Frames shown by a suspect's one-screen `Display` (and the log warning).
+const TOP_FRAMES: usize = 5;
+
+/// A site whose live bytes keep growing: see [`Monitor`](super::Monitor) for the rule.
+///
+/// `Display` prints one line of figures and the top frames outside the
+/// standard library; the alternate form (`{:#}`) prints the whole stack.
+///
+/// # Examples
+///
+/// ```
+/// # let monitor = leakscope::Monitor::start(Default::default())?;
+/// for s in monitor.suspects() {
+///     println!(
+///         "site {}: {:+} B over the window ({:.0} B/s), {} B live, score {:.0}",
+///         s.id(), s.growth_bytes(), s.growth_rate(), s.live_bytes(), s.score()
+///     );
+/// }
+/// # Ok::<(), leakscope::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Suspect {
+    pub(super) id: u32,
+    pub(super) stack: SiteStack,
+    pub(super) growth_bytes: i64,
+    pub(super) growth_rate: f64,
+    pub(super) live_bytes: u64,
+    pub(super) score: f64,
+    pub(super) span: Duration,
+}
+
+impl Suspect {
+    /// The site's stable id (see [`Site::id`](crate::Site::id)).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The call stack, as [`Site::frames`](crate::Site::frames): symbolized
+    /// on first use, innermost first, the tracker's frames trimmed.
+    pub fn frames(&self) -> &[Frame] {
+        self.stack.frames()
+    }
+
+    /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
+    pub fn addresses(&self) -> &[usize] {
+        self.stack.addresses()
+    }
+
+    /// Growth of live bytes from the first to the last summary of the window.
+    pub fn growth_bytes(&self) -> i64 {
+        self.growth_bytes
+    }
+
+    /// Growth rate in bytes per second: the slope of the least-squares line
+    /// through the window.
+    pub fn growth_rate(&self) -> f64 {
+        self.growth_rate
+    }
+
+    /// Live bytes at the latest summary.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// How suspicious the site is: the window's growth in bytes, times the
+    /// R² of the trend line, times the fraction of intervals in which it
+    /// rose. Only meaningful for ranking suspects against each other.
+    pub fn score(&self) -> f64 {
+        self.score
+    }
+
+    /// Time from the first to the last summary of the window judged.
+    pub fn span(&self) -> Duration {
+        self.span
+    }
+}
+
+impl fmt::Display for Suspect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "leak suspect: site {} grew by {} in {:.1} s ({}/s), {} live now",
+            self.id,
+            human(self.growth_bytes as f64),
+            self.span.as_secs_f64(),
+            human(self.growth_rate),
+            human(self.live_bytes as f64),
+        )?;
+        let frames = self.frames();
+        if f.alternate() {
+            return write_frames(f, frames);
+        }
+        // The innermost frames are allocator and collection internals; show
+        // the first ones that are the program's own.
+        let start = frames
+            .iter()
+            .position(|fr| !fr.is_std_library())
+            .unwrap_or(0);
+        let shown = &frames[start..frames.len().min(start + TOP_FRAMES)];
+        write_frames(f, shown)?;
+        if start + shown.len() < frames.len() {
+            writeln!(
+                f,
+                "        ... ({} more frames)",
+                frames.len() - start - shown.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One site's retained series, from [`Monitor::history`](super::Monitor::history).
+///
+/// # Examples
+///
+/// ```
+/// # let monitor = leakscope::Monitor::start(Default::default())?;
+/// for site in monitor.history() {
+///     let first = site.points().first().map_or(0, |p| p.1);
+///     println!("site {} went from {first} to {} live bytes", site.id(), site.live_bytes());
+/// }
+/// # Ok::<(), leakscope::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SiteHistory {
+    pub(super) id: u32,
+    pub(super) stack: SiteStack,
+    pub(super) points: Vec<(Instant, u64)>,
+}
+
+impl SiteHistory {
+    /// The site's stable id (see [`Site::id`](crate::Site::id)).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The call stack, as [`Site::frames`](crate::Site::frames).
+    pub fn frames(&self) -> &[Frame] {
+        self.stack.frames()
+    }
+
+    /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
+    pub fn addresses(&self) -> &[usize] {
+        self.stack.addresses()
+    }
+
+    /// `(when the summary was taken, estimated live bytes)`, oldest first.
+    pub fn points(&self) -> &[(Instant, u64)] {
+        &self.points
+    }
+
+    /// Live bytes at the latest summary.
+    pub fn live_bytes(&self) -> u64 {
+        self.points.last().map_or(0, |p| p.1)
+    }
+}

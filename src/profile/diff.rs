@@ -1,0 +1,186 @@
+//! [`Diff`] and [`SiteDelta`]: what changed between two snapshots, per site.
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use super::frame::Frame;
+use super::site::Site;
+use super::snapshot::Snapshot;
+use super::symbolize::SiteStack;
+use crate::recorder::Guard;
+
+// `Snapshot::diff` lives here, next to what it builds, so that `snapshot.rs`
+// does not import this file while this file reads `Snapshot`.
+impl Snapshot {
+    /// What changed since `base`, per site.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let now = leakscope::snapshot();
+    /// let diff = now.diff(&base);
+    /// for d in diff.sites().iter().take(5) {
+    ///     println!("{:+} bytes at site {}", d.live_bytes_delta(), d.id());
+    /// }
+    /// ```
+    pub fn diff(&self, base: &Snapshot) -> Diff {
+        Guard::run(|| Diff::new(self, base))
+    }
+}
+
+/// Per-site change between two snapshots: `later.diff(&base)`.
+#[derive(Clone, Debug)]
+pub struct Diff {
+    sites: Vec<SiteDelta>,
+    live_bytes_delta: i64,
+    live_allocs_delta: i64,
+    sample_interval: u64,
+    time: SystemTime,
+    base_time: SystemTime,
+}
+
+/// How one site changed between two snapshots.
+#[derive(Clone, Debug)]
+pub struct SiteDelta {
+    id: u32,
+    stack: SiteStack,
+    live_bytes_delta: i64,
+    live_allocs_delta: i64,
+    total_bytes_delta: i64,
+    total_allocs_delta: i64,
+    live_bytes: u64,
+    live_allocs: u64,
+}
+
+fn delta(now: u64, base: u64) -> i64 {
+    (now as i128 - base as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+impl Diff {
+    fn new(now: &Snapshot, base: &Snapshot) -> Diff {
+        let by_id: HashMap<u32, &Site> = base.sites.iter().map(|s| (s.id, s)).collect();
+        let mut seen = HashSet::new();
+        let mut sites = Vec::new();
+        for s in &now.sites {
+            seen.insert(s.id);
+            let b = by_id.get(&s.id);
+            let d = SiteDelta {
+                id: s.id,
+                stack: s.stack.clone(),
+                live_bytes_delta: delta(s.live_bytes, b.map_or(0, |b| b.live_bytes)),
+                live_allocs_delta: delta(s.live_allocs, b.map_or(0, |b| b.live_allocs)),
+                total_bytes_delta: delta(s.total_bytes, b.map_or(0, |b| b.total_bytes)),
+                total_allocs_delta: delta(s.total_allocs, b.map_or(0, |b| b.total_allocs)),
+                live_bytes: s.live_bytes,
+                live_allocs: s.live_allocs,
+            };
+            sites.push(d);
+        }
+        for b in base.sites.iter().filter(|b| !seen.contains(&b.id)) {
+            sites.push(SiteDelta {
+                id: b.id,
+                stack: b.stack.clone(),
+                live_bytes_delta: delta(0, b.live_bytes),
+                live_allocs_delta: delta(0, b.live_allocs),
+                total_bytes_delta: 0,
+                total_allocs_delta: 0,
+                live_bytes: 0,
+                live_allocs: 0,
+            });
+        }
+        sites.retain(|d| {
+            d.live_bytes_delta != 0 || d.live_allocs_delta != 0 || d.total_allocs_delta != 0
+        });
+        sites.sort_by(|a, b| {
+            b.live_bytes_delta
+                .cmp(&a.live_bytes_delta)
+                .then(a.id.cmp(&b.id))
+        });
+        Diff {
+            live_bytes_delta: delta(now.live_bytes, base.live_bytes),
+            live_allocs_delta: delta(now.live_allocs, base.live_allocs),
+            sites,
+            sample_interval: now.sample_interval,
+            time: now.time,
+            base_time: base.time,
+        }
+    }
+
+    /// Sites whose counters changed, largest live-bytes growth first.
+    pub fn sites(&self) -> &[SiteDelta] {
+        &self.sites
+    }
+
+    /// Change of total live bytes.
+    pub fn live_bytes_delta(&self) -> i64 {
+        self.live_bytes_delta
+    }
+
+    /// Change of total live allocations.
+    pub fn live_allocs_delta(&self) -> i64 {
+        self.live_allocs_delta
+    }
+
+    /// The sample interval of the later snapshot.
+    pub fn sample_interval(&self) -> u64 {
+        self.sample_interval
+    }
+
+    /// Wall-clock time of the later snapshot.
+    pub fn time(&self) -> SystemTime {
+        self.time
+    }
+
+    /// Wall-clock time of the base snapshot.
+    pub fn base_time(&self) -> SystemTime {
+        self.base_time
+    }
+}
+
+impl SiteDelta {
+    /// The site's stable id (see [`Site::id`]).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Change of live bytes (negative when the site shrank).
+    pub fn live_bytes_delta(&self) -> i64 {
+        self.live_bytes_delta
+    }
+
+    /// Change of live allocations.
+    pub fn live_allocs_delta(&self) -> i64 {
+        self.live_allocs_delta
+    }
+
+    /// Bytes allocated here between the two snapshots.
+    pub fn total_bytes_delta(&self) -> i64 {
+        self.total_bytes_delta
+    }
+
+    /// Allocations made here between the two snapshots.
+    pub fn total_allocs_delta(&self) -> i64 {
+        self.total_allocs_delta
+    }
+
+    /// Live bytes in the later snapshot.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Live allocations in the later snapshot.
+    pub fn live_allocs(&self) -> u64 {
+        self.live_allocs
+    }
+
+    /// The call stack, as [`Site::frames`].
+    pub fn frames(&self) -> &[Frame] {
+        self.stack.frames()
+    }
+
+    /// The raw return addresses, as [`Site::addresses`].
+    pub fn addresses(&self) -> &[usize] {
+        self.stack.addresses()
+    }
+}

@@ -1,0 +1,18 @@
+//! Profile data, built at query time and owned by the caller: [`Snapshot`],
+//! [`Site`], [`Diff`], [`SiteDelta`], [`Frame`], and the symbolization that
+//! turns a site's raw stack into frames. Nothing here is reachable from the
+//! allocation path.
+
+mod diff;
+mod frame;
+mod site;
+mod snapshot;
+mod symbolize;
+
+pub use diff::{Diff, SiteDelta};
+pub use frame::Frame;
+pub use site::Site;
+pub use snapshot::{Snapshot, snapshot};
+
+pub(crate) use snapshot::{Summary, summary};
+pub(crate) use symbolize::SiteStack;

@@ -1,0 +1,265 @@
+//! [`Snapshot`] and [`snapshot()`]: the live and total heap per site at one
+//! moment, copied out of the recorder at query time; and the monitor's cheap
+//! [`Summary`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::site::{Born, Site};
+use super::symbolize::{self, SiteStack};
+use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, est_bytes, est_count};
+
+/// The live and total heap per call stack at one moment.
+///
+/// Built by [`snapshot()`]; all figures are estimates under sampling and
+/// exact with a sample interval of 1.
+///
+/// # Examples
+///
+/// ```
+/// let before = leakscope::snapshot();
+/// let kept: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+/// let after = leakscope::snapshot();
+/// let diff = after.diff(&before);
+/// println!("{diff}");
+/// # drop(kept);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(super) sites: Vec<Site>,
+    pub(super) live_bytes: u64,
+    pub(super) live_allocs: u64,
+    pub(super) total_bytes: u64,
+    pub(super) total_allocs: u64,
+    pub(super) tracker_bytes: u64,
+    pub(super) sample_interval: u64,
+    pub(super) taken_us: u64,
+    pub(super) time: SystemTime,
+}
+
+/// Copies the tracker's counters into a [`Snapshot`].
+///
+/// Allocating threads are held up only while their own live list is copied
+/// (a few milliseconds per million live recorded blocks); frames are
+/// symbolized later, the first time they are asked for.
+///
+/// # Examples
+///
+/// ```
+/// let snap = leakscope::snapshot();
+/// println!("{} bytes live in {} recorded sites", snap.live_bytes(), snap.sites().len());
+/// ```
+pub fn snapshot() -> Snapshot {
+    Guard::run(|| {
+        let time = SystemTime::now();
+        let stacks = recorder::site_stacks();
+        let totals = recorder::site_totals(stacks.len());
+        let blocks = recorder::live_blocks();
+        let taken_us = recorder::now_us();
+        let mut born: Vec<Vec<Born>> = vec![Vec::new(); stacks.len()];
+        for b in &blocks {
+            if let Some(v) = born.get_mut(b.site as usize) {
+                v.push(born_of(b));
+            }
+        }
+        drop(blocks);
+        let mut sites = Vec::new();
+        for (id, (addrs, t)) in stacks.iter().zip(totals.iter()).enumerate() {
+            let mut b = std::mem::take(&mut born[id]);
+            if t.alloc_count == 0 && t.free_count == 0 && b.is_empty() {
+                continue;
+            }
+            b.sort_unstable_by_key(|x| x.birth_us);
+            // Live figures come from the copied live lists, not from the
+            // counters: the counters were read a moment earlier, and other
+            // threads keep allocating, so only the lists agree with the ages
+            // (`live_older_than(0)` is then exactly this snapshot). At rest
+            // both give the same numbers; the counters give the totals.
+            sites.push(Site {
+                id: id as u32,
+                stack: SiteStack::new(addrs.clone()),
+                live_bytes: b.iter().map(|x| x.bytes).sum(),
+                live_allocs: fixed_to_count(b.iter().map(|x| x.count).sum()),
+                total_bytes: t.alloc_bytes,
+                total_allocs: fixed_to_count(t.alloc_count),
+                born: b.into(),
+                taken_us,
+            });
+        }
+        let tracker_bytes = recorder::overhead_bytes(&stacks) + symbolize::overhead_bytes();
+        Snapshot::from_sites(
+            sites,
+            tracker_bytes,
+            recorder::current_interval(),
+            taken_us,
+            time,
+        )
+    })
+}
+
+/// Per-site live bytes at one moment, from the summed counters alone (no
+/// walk of the live lists): the growth monitor's per-interval sample.
+pub(crate) struct Summary {
+    /// Tracker-clock time, read *before* the counters, so a summary stamped
+    /// after some moment saw every event that happened before that moment.
+    pub(crate) taken_us: u64,
+    /// Raw stack of each site id.
+    pub(crate) stacks: Vec<Arc<[usize]>>,
+    /// Estimated live bytes of each site id (same indexing as `stacks`).
+    pub(crate) live: Vec<u64>,
+}
+
+/// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks.
+pub(crate) fn summary() -> Summary {
+    Guard::run(|| {
+        let taken_us = recorder::now_us();
+        let stacks = recorder::site_stacks();
+        let live = recorder::site_totals(stacks.len())
+            .iter()
+            .map(|t| t.alloc_bytes.saturating_sub(t.free_bytes))
+            .collect();
+        Summary {
+            taken_us,
+            stacks,
+            live,
+        }
+    })
+}
+
+fn born_of(b: &LiveBlock) -> Born {
+    Born {
+        birth_us: b.birth_us,
+        bytes: est_bytes(b.size, b.weight),
+        count: est_count(b.weight),
+    }
+}
+
+pub(super) fn fixed_to_count(fixed: u64) -> u64 {
+    (fixed + COUNT_ONE / 2) / COUNT_ONE
+}
+
+impl Snapshot {
+    fn from_sites(
+        mut sites: Vec<Site>,
+        tracker_bytes: u64,
+        sample_interval: u64,
+        taken_us: u64,
+        time: SystemTime,
+    ) -> Snapshot {
+        sites.sort_by(|a, b| {
+            b.live_bytes
+                .cmp(&a.live_bytes)
+                .then(b.total_bytes.cmp(&a.total_bytes))
+                .then(a.id.cmp(&b.id))
+        });
+        Snapshot {
+            live_bytes: sites.iter().map(|s| s.live_bytes).sum(),
+            live_allocs: sites.iter().map(|s| s.live_allocs).sum(),
+            total_bytes: sites.iter().map(|s| s.total_bytes).sum(),
+            total_allocs: sites.iter().map(|s| s.total_allocs).sum(),
+            sites,
+            tracker_bytes,
+            sample_interval,
+            taken_us,
+            time,
+        }
+    }
+
+    /// Estimated live bytes over all sites.
+    pub fn live_bytes(&self) -> u64 {
+        self.live_bytes
+    }
+
+    /// Estimated live allocations over all sites.
+    pub fn live_allocs(&self) -> u64 {
+        self.live_allocs
+    }
+
+    /// Estimated bytes ever allocated, over all sites.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Estimated allocations ever made, over all sites.
+    pub fn total_allocs(&self) -> u64 {
+        self.total_allocs
+    }
+
+    /// Memory the tracker itself holds: per-thread books, the site table, the
+    /// symbol cache, and the headers of live recorded blocks.
+    pub fn tracker_bytes(&self) -> u64 {
+        self.tracker_bytes
+    }
+
+    /// Sites with recorded activity, largest live bytes first.
+    pub fn sites(&self) -> &[Site] {
+        &self.sites
+    }
+
+    /// The sample interval in force when the snapshot was taken (1 = exact).
+    pub fn sample_interval(&self) -> u64 {
+        self.sample_interval
+    }
+
+    /// Wall-clock time of the snapshot.
+    pub fn time(&self) -> SystemTime {
+        self.time
+    }
+
+    /// The same report restricted to recorded blocks that have been live for
+    /// at least `age` when the snapshot was taken ("long-lived unfreed"
+    /// memory). Totals of each site are kept as they were.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let old = leakscope::snapshot().live_older_than(Duration::from_secs(60));
+    /// println!("{} bytes live for over a minute", old.live_bytes());
+    /// ```
+    pub fn live_older_than(&self, age: Duration) -> Snapshot {
+        let age_us = age.as_micros().min(u64::MAX as u128) as u64;
+        match self.taken_us.checked_sub(age_us) {
+            Some(cutoff) => self.restrict(|birth| birth <= cutoff),
+            None => self.restrict(|_| false),
+        }
+    }
+
+    /// The same report restricted to blocks born at or after `since_us`.
+    pub(crate) fn born_since(&self, since_us: u64) -> Snapshot {
+        self.restrict(|birth| birth >= since_us)
+    }
+
+    fn restrict(&self, keep: impl Fn(u64) -> bool) -> Snapshot {
+        Guard::run(|| {
+            let sites = self
+                .sites
+                .iter()
+                .filter_map(|s| {
+                    let born: Vec<Born> = s
+                        .born
+                        .iter()
+                        .filter(|b| keep(b.birth_us))
+                        .copied()
+                        .collect();
+                    if born.is_empty() {
+                        return None;
+                    }
+                    Some(Site {
+                        live_bytes: born.iter().map(|b| b.bytes).sum(),
+                        live_allocs: fixed_to_count(born.iter().map(|b| b.count).sum()),
+                        born: born.into(),
+                        ..s.clone()
+                    })
+                })
+                .collect();
+            Snapshot::from_sites(
+                sites,
+                self.tracker_bytes,
+                self.sample_interval,
+                self.taken_us,
+                self.time,
+            )
+        })
+    }
+}

@@ -1,0 +1,191 @@
+//! The process's executable mappings (from `/proc/self/maps`) and the GNU
+//! build id of the file behind each, for pprof's mapping table: what lets a
+//! symbolizer that runs later (`go tool pprof <binary>`, Parca, Pyroscope
+//! with debuginfod) find the right binary.
+
+use std::fs::File;
+
+use object::read::ReadCache;
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::{Endianness, FileKind, elf};
+
+/// An executable mapping of the process, from `/proc/self/maps`.
+pub(super) struct Mapped {
+    pub(super) start: u64,
+    pub(super) limit: u64,
+    pub(super) offset: u64,
+    pub(super) path: String,
+}
+
+/// Executable file-backed mappings, main binary first (pprof takes the first
+/// mapping to be the main binary).
+pub(super) fn read_maps() -> Vec<Mapped> {
+    // Not Linux, or no procfs: the profile simply has no mappings, and since
+    // every location carries its lines pprof has nothing to look up.
+    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
+        return Vec::new();
+    };
+    let mut maps: Vec<Mapped> = text.lines().filter_map(parse_maps_line).collect();
+    if let Ok(exe) = std::env::current_exe() {
+        let exe = exe.display().to_string();
+        if let Some(i) = maps.iter().position(|m| m.path == exe) {
+            let main = maps.remove(i);
+            maps.insert(0, main);
+        }
+    }
+    maps
+}
+
+/// `start-limit perms offset dev inode path`; the path may contain spaces.
+fn parse_maps_line(line: &str) -> Option<Mapped> {
+    let mut rest = line;
+    let mut field = || {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let (f, r) = rest.split_at(end);
+        rest = r;
+        f
+    };
+    let range = field();
+    let perms = field();
+    let offset = field();
+    let _dev = field();
+    let _inode = field();
+    let path = rest.trim();
+    // Only code can hold a return address; `[vdso]` and friends are not files.
+    if !perms.contains('x') || !path.starts_with('/') {
+        return None;
+    }
+    let (start, limit) = range.split_once('-')?;
+    Some(Mapped {
+        start: u64::from_str_radix(start, 16).ok()?,
+        limit: u64::from_str_radix(limit, 16).ok()?,
+        offset: u64::from_str_radix(offset, 16).ok()?,
+        path: path.to_string(),
+    })
+}
+
+/// Note segments larger than this are skipped: a build id note is a few
+/// dozen bytes, and a corrupt size must not make us read the whole file.
+const MAX_NOTE_SEGMENT: u64 = 1 << 16;
+
+/// Program headers beyond this count mean a corrupt header.
+const MAX_PROGRAM_HEADERS: u16 = 1024;
+
+/// The GNU build id of an ELF file, in hex, from its `PT_NOTE` segments.
+///
+/// Parsed with `object` through a `ReadCache`, so only the ELF header, the
+/// program headers and the (small) note segments are read, never the whole
+/// file, and no read reaches past the end of the file. Anything unexpected
+/// (not ELF, truncated, a deleted file, no such note) means no build id:
+/// pprof then matches binaries by name, which is only a weaker check, never a
+/// wrong one.
+pub(super) fn build_id(path: &str) -> Option<String> {
+    let file = File::open(path).ok()?;
+    let data = &ReadCache::new(file);
+    let id = match FileKind::parse(data).ok()? {
+        FileKind::Elf32 => gnu_build_id::<elf::FileHeader32<Endianness>>(data),
+        FileKind::Elf64 => gnu_build_id::<elf::FileHeader64<Endianness>>(data),
+        _ => None,
+    }?;
+    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn gnu_build_id<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<&[u8]> {
+    let header = Elf::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    if header.e_phnum(endian) > MAX_PROGRAM_HEADERS {
+        return None;
+    }
+    for ph in header.program_headers(endian, data).ok()? {
+        if ph.p_type(endian) != elf::PT_NOTE || ph.p_filesz(endian).into() > MAX_NOTE_SEGMENT {
+            continue;
+        }
+        let Ok(Some(mut notes)) = ph.notes(endian, data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() == elf::ELF_NOTE_GNU
+                && note.n_type(endian) == elf::NT_GNU_BUILD_ID
+                && !note.desc().is_empty()
+            {
+                return Some(note.desc());
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        let m = parse_maps_line(
+            "55d0c8a00000-55d0c8b00000 r-xp 00001000 08:01 1234    /usr/bin/my app",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.start, m.limit, m.offset),
+            (0x55d0c8a00000, 0x55d0c8b00000, 0x1000)
+        );
+        assert_eq!(m.path, "/usr/bin/my app");
+        assert!(parse_maps_line("7ffd1000-7ffd3000 r-xp 00000000 00:00 0    [vdso]").is_none());
+        assert!(
+            parse_maps_line("55d0c8a00000-55d0c8b00000 rw-p 00001000 08:01 1234 /usr/bin/app")
+                .is_none()
+        );
+        assert!(parse_maps_line("garbage").is_none());
+    }
+
+    #[test]
+    fn build_id_of_a_non_elf_file_is_none() {
+        assert_eq!(build_id("/proc/self/maps"), None);
+        assert_eq!(build_id("/nonexistent/file"), None);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn own_binary_has_the_build_id_readelf_would_show() {
+        // Oracle: the build id note read the naive way, by scanning the whole
+        // file for the note header of a 20-byte GNU build id.
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let header = [4u32.to_le_bytes(), 20u32.to_le_bytes(), 3u32.to_le_bytes()].concat();
+        let naive = data
+            .windows(16)
+            .position(|w| w[..12] == header[..] && &w[12..] == b"GNU\0")
+            .map(|i| {
+                data[i + 16..i + 36]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            });
+        assert!(
+            naive.is_some(),
+            "the test binary has no GNU build id note; the linker dropped it?"
+        );
+        assert_eq!(build_id(&exe.display().to_string()), naive);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn truncated_or_corrupt_files_have_no_build_id() {
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let dir = std::env::temp_dir().join(format!("leakscope-build-id-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The ELF header alone: the program headers lie past the end.
+        let short = dir.join("short");
+        std::fs::write(&short, &data[..64]).unwrap();
+        assert_eq!(build_id(&short.display().to_string()), None);
+        // A program header count no binary has.
+        let mut bad = data[..4096].to_vec();
+        bad[0x38..0x3a].copy_from_slice(&u16::MAX.to_le_bytes());
+        let corrupt = dir.join("corrupt");
+        std::fs::write(&corrupt, &bad).unwrap();
+        assert_eq!(build_id(&corrupt.display().to_string()), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
