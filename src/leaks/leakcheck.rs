@@ -10,7 +10,7 @@ use std::panic::Location;
 
 use crate::profile::{Frame, Site, Snapshot, snapshot};
 use crate::recorder::{self, Guard};
-use crate::report::text::{human, owner, write_frames};
+use crate::report::text::{human, owner_name, write_frames};
 
 /// Sites listed in an [`assert_no_leaks`] report; the rest are summed up.
 const REPORT_SITES: usize = 20;
@@ -190,7 +190,7 @@ fn report(leaked: &Snapshot, caller: &Location<'_>) -> String {
             human(site.live_bytes() as f64),
             site.live_allocs(),
             plural(site.live_allocs()),
-            owner(frames),
+            owner_name(frames),
             site.id()
         );
         let _ = write_frames(&mut s, frames);

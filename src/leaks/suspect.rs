@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::profile::{Frame, SiteStack};
+use crate::recorder::Guard;
 use crate::report::text::{human, write_frames};
 
 /// Frames shown by a suspect's one-screen `Display` (and the log warning).
@@ -49,6 +50,11 @@ impl Suspect {
         self.stack.frames()
     }
 
+    /// The frame that owns the site, as [`Site::owner`](crate::Site::owner).
+    pub fn owner(&self) -> Option<&Frame> {
+        self.stack.owner()
+    }
+
     /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
     pub fn addresses(&self) -> &[usize] {
         self.stack.addresses()
@@ -85,6 +91,12 @@ impl Suspect {
 
 impl fmt::Display for Suspect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Guard::run(|| self.write_text(f))
+    }
+}
+
+impl Suspect {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "leak suspect: site {} grew by {} in {:.1} s ({}/s), {} live now",
@@ -99,10 +111,10 @@ impl fmt::Display for Suspect {
             return write_frames(f, frames);
         }
         // The innermost frames are allocator and collection internals; show
-        // the first ones that are the program's own.
-        let start = frames
-            .iter()
-            .position(|fr| !fr.is_std_library())
+        // the owner (see `Site::owner`) and the few frames around it.
+        let start = self
+            .owner()
+            .and_then(|o| frames.iter().position(|fr| std::ptr::eq(fr, o)))
             .unwrap_or(0);
         let shown = &frames[start..frames.len().min(start + TOP_FRAMES)];
         write_frames(f, shown)?;

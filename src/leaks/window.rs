@@ -48,7 +48,7 @@ impl Window {
                 .push_back(summary.live.get(*id as usize).copied().unwrap_or(0));
         }
         let n = self.times.len();
-        for (id, (&live, addrs)) in summary.live.iter().zip(&summary.stacks).enumerate() {
+        for (id, (&live, stack)) in summary.live.iter().zip(&summary.stacks).enumerate() {
             if live == 0 {
                 continue;
             }
@@ -57,7 +57,7 @@ impl Window {
                 values.resize(n - 1, 0);
                 values.push_back(live);
                 Series {
-                    stack: SiteStack::new(addrs.clone()),
+                    stack: stack.clone(),
                     values,
                 }
             });
@@ -134,7 +134,7 @@ mod tests {
         let stack: Arc<[usize]> = Arc::from(&[1usize, 2][..]);
         let summary = |t: u64, live: Vec<u64>| Summary {
             taken_us: t,
-            stacks: vec![stack.clone(); live.len()],
+            stacks: vec![SiteStack::new(stack.clone()); live.len()],
             live,
         };
         w.push(summary(0, vec![0, 5]));
@@ -173,7 +173,7 @@ mod tests {
             assert!(w.suspects(MIB).is_empty(), "judged after {i} summaries");
             w.push(Summary {
                 taken_us: i * 1_000_000,
-                stacks: vec![stack.clone()],
+                stacks: vec![SiteStack::new(stack.clone())],
                 live: vec![i * MIB],
             });
         }

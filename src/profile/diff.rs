@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-use super::frame::Frame;
+use super::frame::{Frame, owner};
 use super::site::Site;
 use super::snapshot::Snapshot;
 use super::symbolize::SiteStack;
@@ -177,6 +177,11 @@ impl SiteDelta {
     /// The call stack, as [`Site::frames`].
     pub fn frames(&self) -> &[Frame] {
         self.stack.frames()
+    }
+
+    /// The frame that owns the site, as [`Site::owner`].
+    pub fn owner(&self) -> Option<&Frame> {
+        owner(self.stack.frames())
     }
 
     /// The raw return addresses, as [`Site::addresses`].

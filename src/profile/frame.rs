@@ -52,10 +52,17 @@ impl Frame {
         self.inlined
     }
 
-    /// Whether this frame belongs to the Rust standard library: its source is
-    /// under `/rustc/<hash>/library/`, or, without a file, its name (after
-    /// stripping leading `<`, `&`, `&mut ` and `T as `) starts with `alloc::`,
-    /// `core::`, `std::` or `hashbrown::`.
+    /// Whether this frame belongs to the Rust standard library.
+    ///
+    /// With line tables, the source path decides, whatever the name says:
+    /// std's own sources (`/rustc/<hash>/library/...`) and the crates built
+    /// into std (`/rust/deps/hashbrown-*/...` on current toolchains, such as
+    /// the `hashbrown` behind `std::collections::HashMap`, `std_detect` or
+    /// `rustc-demangle`) are std; a `hashbrown` that the program depends on
+    /// itself lives in its Cargo registry and is not. Without a file, the name
+    /// decides: after stripping leading `<`, `&`, `&mut ` and `T as `, it
+    /// starts with `alloc::`, `core::`, `std::`, `hashbrown::` or
+    /// `std_detect::`.
     ///
     /// # Examples
     ///
@@ -75,16 +82,25 @@ impl Frame {
 }
 
 pub(super) fn is_std_path(file: &str) -> bool {
-    match file.find("/rustc/") {
-        Some(i) => {
-            let rest = &file[i + "/rustc/".len()..];
-            match rest.find('/') {
-                Some(j) => rest[j..].starts_with("/library/"),
-                None => false,
+    // std's sources as the toolchain's debug info names them.
+    if let Some(i) = file.find("/rustc/") {
+        let rest = &file[i + "/rustc/".len()..];
+        if let Some(j) = rest.find('/') {
+            if rest[j..].starts_with("/library/") {
+                return true;
             }
         }
-        None => false,
     }
+    // The crates vendored into std, as std's build machine saw them: current
+    // toolchains remap them to `/rust/deps/<crate>-<version>/`; older ones
+    // kept the build machine's registry, `/cargo/registry/src/<index>/`. Both
+    // are anchored at the root, which no user's `CARGO_HOME` registry is
+    // (`~/.cargo/registry/src/...`). The last two are what rust-src's copy
+    // looks like, for debug info that was remapped to it.
+    file.starts_with("/rust/deps/")
+        || file.starts_with("/cargo/registry/src/")
+        || file.contains("/lib/rustlib/src/rust/library/")
+        || file.contains("/lib/rustlib/src/rust/vendor/")
 }
 
 /// The name rule of [`Frame::is_std_library`].
@@ -97,7 +113,7 @@ pub(crate) fn is_std_name(name: &str) -> bool {
             s = strip_refs(rest);
         }
     }
-    ["alloc::", "core::", "std::", "hashbrown::"]
+    ["alloc::", "core::", "std::", "hashbrown::", "std_detect::"]
         .iter()
         .any(|p| s.starts_with(p))
 }
@@ -113,6 +129,47 @@ fn strip_refs(mut s: &str) -> &str {
             return s;
         }
     }
+}
+
+/// The owner of a stack: its innermost frame that is neither the standard
+/// library nor the tracker. This one rule names a site everywhere (the
+/// report's function column, the monitor's warnings, pprof's leaf).
+pub(crate) fn owner(frames: &[Frame]) -> Option<&Frame> {
+    frames
+        .iter()
+        .find(|f| !f.is_std_library() && !is_tracker(f))
+}
+
+/// Whether a frame is leakscope's own code or the unwinder it calls: by name
+/// where the debug info has paths in names, and by source file where it has
+/// only short names (`debug = "line-tables-only"` names an inlined
+/// `leakscope::recorder::stack::capture` just `capture`).
+pub(crate) fn is_tracker(f: &Frame) -> bool {
+    let bare = f.function.trim_start_matches('<');
+    if bare.starts_with("leakscope::") || bare.starts_with("backtrace::") {
+        return true;
+    }
+    f.file.as_deref().is_some_and(is_tracker_path)
+}
+
+/// The source directory of this crate, as compiled into the user's binary:
+/// frames whose file lies under it are the tracker's.
+const OWN_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+
+fn is_tracker_path(file: &str) -> bool {
+    if file.starts_with(OWN_SRC) {
+        return true;
+    }
+    // The `backtrace` crate, from a registry or a vendor directory:
+    // `.../backtrace-0.3.77/src/...`.
+    file.split('/')
+        .zip(file.split('/').skip(1))
+        .any(|(dir, next)| {
+            next == "src"
+                && dir
+                    .strip_prefix("backtrace-")
+                    .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        })
 }
 
 #[cfg(test)]
@@ -134,5 +191,51 @@ mod tests {
         assert!(!is_std_name("<myapp::Cache as core::ops::Drop>::drop"));
         assert!(is_std_path("/rustc/abc123/library/alloc/src/raw_vec.rs"));
         assert!(!is_std_path("/home/u/src/main.rs"));
+        assert!(is_std_path("/rust/deps/hashbrown-0.16.1/src/raw/mod.rs"));
+        assert!(is_std_path(
+            "/cargo/registry/src/index.crates.io-6f17d22bba15001f/hashbrown-0.14.3/src/map.rs"
+        ));
+        // A program's own hashbrown, from its Cargo registry, is not std.
+        assert!(!is_std_path(
+            "/home/u/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/hashbrown-0.15.2/src/map.rs"
+        ));
+    }
+
+    fn frame(function: &str, file: Option<&str>) -> Frame {
+        Frame {
+            function: function.to_string(),
+            file: file.map(str::to_string),
+            line: file.map(|_| 1),
+            address: 0,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn owner_skips_std_and_tracker_frames() {
+        let hashbrown_std = frame(
+            "do_alloc<alloc::alloc::Global>",
+            Some("/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs"),
+        );
+        let std_insert = frame(
+            "insert<u64, u64>",
+            Some("/rustc/0123abc/library/std/src/collections/hash/map.rs"),
+        );
+        let user = frame("grow_cache", Some("/home/u/app/src/main.rs"));
+        let frames = [hashbrown_std, std_insert, user.clone()];
+        assert_eq!(owner(&frames), Some(&user));
+        let tracker = frame("capture", Some(&format!("{OWN_SRC}recorder/stack.rs")));
+        let unwinder = frame(
+            "trace",
+            Some("/home/u/.cargo/registry/src/x/backtrace-0.3.77/src/backtrace/libunwind.rs"),
+        );
+        assert!(is_tracker(&tracker) && is_tracker(&unwinder));
+        assert!(!is_tracker(&user));
+        // A crate merely named like the unwinder is not it.
+        assert!(!is_tracker(&frame(
+            "f",
+            Some("/x/backtrace-tools/src/lib.rs")
+        )));
+        assert_eq!(owner(&[tracker, unwinder]), None);
     }
 }

@@ -5,6 +5,7 @@
 
 mod diff;
 mod frame;
+mod merge;
 mod site;
 mod snapshot;
 mod symbolize;
@@ -14,5 +15,6 @@ pub use frame::Frame;
 pub use site::Site;
 pub use snapshot::{Snapshot, snapshot};
 
+pub(crate) use frame::owner;
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::frame::Frame;
+use super::frame::{Frame, owner};
 use super::symbolize::SiteStack;
 
 /// One live recorded block's age data, kept per site for age queries.
@@ -62,6 +62,29 @@ impl Site {
     /// bottom.
     pub fn frames(&self) -> &[Frame] {
         self.stack.frames()
+    }
+
+    /// The frame that owns this site: the innermost frame that is neither
+    /// the standard library nor the tracker, i.e. the program's own code
+    /// that asked for the memory (a `HashMap` that grows is charged to the
+    /// function inserting into it, not to `hashbrown`). `None` when every
+    /// frame is std's (or the stack is empty).
+    ///
+    /// The report's function column, the monitor's warnings and pprof's
+    /// leaf all use this rule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// for site in leakscope::snapshot().sites().iter().take(3) {
+    ///     match site.owner() {
+    ///         Some(f) => println!("{} at {:?}:{:?}", f.function(), f.file(), f.line()),
+    ///         None => println!("site {}: standard library only", site.id()),
+    ///     }
+    /// }
+    /// ```
+    pub fn owner(&self) -> Option<&Frame> {
+        owner(self.stack.frames())
     }
 
     /// The raw return addresses of the stack, innermost first, untrimmed.

@@ -2,12 +2,12 @@
 //! moment, copied out of the recorder at query time; and the monitor's cheap
 //! [`Summary`].
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::merge;
 use super::site::{Born, Site};
 use super::symbolize::{self, SiteStack};
-use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, est_bytes, est_count};
+use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, Totals, est_bytes, est_count};
 
 /// The live and total heap per call stack at one moment.
 ///
@@ -40,8 +40,9 @@ pub struct Snapshot {
 /// Copies the tracker's counters into a [`Snapshot`].
 ///
 /// Allocating threads are held up only while their own live list is copied
-/// (a few milliseconds per million live recorded blocks); frames are
-/// symbolized later, the first time they are asked for.
+/// (a few milliseconds per million live recorded blocks). Raw stacks never
+/// seen before are symbolized here, once per process, to find their
+/// source-level site (see [`Site`]); after that a snapshot only sums.
 ///
 /// # Examples
 ///
@@ -52,21 +53,31 @@ pub struct Snapshot {
 pub fn snapshot() -> Snapshot {
     Guard::run(|| {
         let time = SystemTime::now();
-        let stacks = recorder::site_stacks();
-        let totals = recorder::site_totals(stacks.len());
+        let raw_stacks = recorder::site_stacks();
+        let totals = recorder::site_totals(raw_stacks.len());
         let blocks = recorder::live_blocks();
         let taken_us = recorder::now_us();
-        let mut born: Vec<Vec<Born>> = vec![Vec::new(); stacks.len()];
+        let merged = merge::merge(&raw_stacks);
+        let n = merged.stacks.len();
+        let mut sums = vec![Totals::default(); n];
+        let mut active = vec![false; n];
+        for (t, &site) in totals.iter().zip(&merged.of_raw) {
+            let (sum, site) = (&mut sums[site as usize], site as usize);
+            sum.alloc_bytes = sum.alloc_bytes.wrapping_add(t.alloc_bytes);
+            sum.alloc_count = sum.alloc_count.wrapping_add(t.alloc_count);
+            active[site] |= t.alloc_count != 0 || t.free_count != 0;
+        }
+        let mut born: Vec<Vec<Born>> = vec![Vec::new(); n];
         for b in &blocks {
-            if let Some(v) = born.get_mut(b.site as usize) {
-                v.push(born_of(b));
+            if let Some(&site) = merged.of_raw.get(b.site as usize) {
+                born[site as usize].push(born_of(b));
             }
         }
         drop(blocks);
         let mut sites = Vec::new();
-        for (id, (addrs, t)) in stacks.iter().zip(totals.iter()).enumerate() {
+        for (id, (stack, t)) in merged.stacks.iter().zip(&sums).enumerate() {
             let mut b = std::mem::take(&mut born[id]);
-            if t.alloc_count == 0 && t.free_count == 0 && b.is_empty() {
+            if !active[id] && b.is_empty() {
                 continue;
             }
             b.sort_unstable_by_key(|x| x.birth_us);
@@ -77,7 +88,7 @@ pub fn snapshot() -> Snapshot {
             // both give the same numbers; the counters give the totals.
             sites.push(Site {
                 id: id as u32,
-                stack: SiteStack::new(addrs.clone()),
+                stack: stack.clone(),
                 live_bytes: b.iter().map(|x| x.bytes).sum(),
                 live_allocs: fixed_to_count(b.iter().map(|x| x.count).sum()),
                 total_bytes: t.alloc_bytes,
@@ -86,7 +97,9 @@ pub fn snapshot() -> Snapshot {
                 taken_us,
             });
         }
-        let tracker_bytes = recorder::overhead_bytes(&stacks) + symbolize::overhead_bytes();
+        let tracker_bytes = recorder::overhead_bytes(&raw_stacks)
+            + symbolize::overhead_bytes()
+            + merge::overhead_bytes();
         Snapshot::from_sites(
             sites,
             tracker_bytes,
@@ -103,24 +116,28 @@ pub(crate) struct Summary {
     /// Tracker-clock time, read *before* the counters, so a summary stamped
     /// after some moment saw every event that happened before that moment.
     pub(crate) taken_us: u64,
-    /// Raw stack of each site id.
-    pub(crate) stacks: Vec<Arc<[usize]>>,
-    /// Estimated live bytes of each site id (same indexing as `stacks`).
+    /// Stack of each site id (source-level sites, as in a snapshot).
+    pub(crate) stacks: Vec<SiteStack>,
+    /// Estimated live bytes of each site id (same indexing as `stacks`),
+    /// summed over the site's raw stacks.
     pub(crate) live: Vec<u64>,
 }
 
-/// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks.
+/// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks (and
+/// the symbolization of raw stacks never seen before).
 pub(crate) fn summary() -> Summary {
     Guard::run(|| {
         let taken_us = recorder::now_us();
-        let stacks = recorder::site_stacks();
-        let live = recorder::site_totals(stacks.len())
-            .iter()
-            .map(|t| t.alloc_bytes.saturating_sub(t.free_bytes))
-            .collect();
+        let raw_stacks = recorder::site_stacks();
+        let totals = recorder::site_totals(raw_stacks.len());
+        let merged = merge::merge(&raw_stacks);
+        let mut live = vec![0u64; merged.stacks.len()];
+        for (t, &site) in totals.iter().zip(&merged.of_raw) {
+            live[site as usize] += t.alloc_bytes.saturating_sub(t.free_bytes);
+        }
         Summary {
             taken_us,
-            stacks,
+            stacks: merged.stacks,
             live,
         }
     })

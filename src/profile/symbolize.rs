@@ -6,15 +6,15 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use once_cell::sync::{Lazy, OnceCell};
 
-use super::frame::Frame;
+use super::frame::{Frame, is_tracker};
 use crate::recorder::Guard;
 
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
 /// allocation shims, all trimmed off the top of every stack.
-fn is_tracker_or_shim(name: &str) -> bool {
+fn is_tracker_or_shim(f: &Frame) -> bool {
+    let name = f.function.as_str();
     let bare = name.trim_start_matches('<');
-    bare.starts_with("leakscope::")
-        || bare.starts_with("backtrace::")
+    is_tracker(f)
         || bare.starts_with("alloc::alloc::")
         || bare.starts_with("std::alloc::")
         || is_alloc_shim(name)
@@ -24,7 +24,8 @@ fn is_tracker_or_shim(name: &str) -> bool {
         || name.contains("as core::alloc::global::GlobalAlloc>::")
 }
 
-/// `__rust_alloc` and friends (newer toolchains: `__rustc::__rust_alloc`).
+/// `__rust_alloc` and friends (newer toolchains: `__rustc::__rust_alloc`):
+/// the functions `#[global_allocator]` generates, which call the tracker.
 /// Not every `__rust_*` symbol: `__rust_try` is the panic machinery, and
 /// `__rust_begin_short_backtrace` marks the bottom of a thread's stack.
 fn is_alloc_shim(name: &str) -> bool {
@@ -96,6 +97,11 @@ impl SiteStack {
         self.frames.get_or_init(|| symbolize(&self.addrs))
     }
 
+    /// The owner frame (see [`owner`](super::frame::owner)).
+    pub(crate) fn owner(&self) -> Option<&Frame> {
+        super::frame::owner(self.frames())
+    }
+
     /// The raw return addresses, innermost first, untrimmed.
     pub(crate) fn addresses(&self) -> &[usize] {
         &self.addrs
@@ -117,16 +123,29 @@ pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
 }
 
 fn trim(frames: &mut Vec<Frame>) {
-    // Top: everything up to the last tracker/shim frame that comes before the
-    // first frame of the program's own code. The scan stops at that first
-    // user frame, so tracker code further out (a leak check or the monitor
-    // calling back into the user) never cuts the user's frames.
+    // Top. Every recorded stack was captured inside the tracker, which the
+    // `#[global_allocator]` shim called: when the shim is in the stack,
+    // everything inside it is the tracker's, whatever the names say (release
+    // builds with `debug = "line-tables-only"` name inlined frames without
+    // their paths, so `leakscope::recorder::stack::capture` is just
+    // `capture`). Without a shim (the tracker's `GlobalAlloc` methods called
+    // directly), everything up to the last tracker/shim frame that comes
+    // before the first frame of the program's own code. Either scan stops at
+    // the first user frame, so tracker code further out (a leak check or the
+    // monitor calling back into the user) never cuts the user's frames.
     let mut top = 0;
-    for (i, f) in frames.iter().enumerate() {
-        if is_tracker_or_shim(&f.function) {
-            top = i + 1;
-        } else if !f.is_std_library() && !f.function.starts_with("0x") {
-            break;
+    if let Some(shim) = frames.iter().position(|f| is_alloc_shim(&f.function)) {
+        top = shim + 1;
+        while frames.get(top).is_some_and(is_tracker_or_shim) {
+            top += 1;
+        }
+    } else {
+        for (i, f) in frames.iter().enumerate() {
+            if is_tracker_or_shim(f) {
+                top = i + 1;
+            } else if !f.is_std_library() && !f.function.starts_with("0x") {
+                break;
+            }
         }
     }
     frames.drain(..top);
@@ -189,16 +208,54 @@ mod tests {
 
     #[test]
     fn shims() {
-        assert!(is_tracker_or_shim("__rustc::__rust_alloc"));
-        assert!(is_tracker_or_shim("__rust_realloc"));
-        assert!(is_tracker_or_shim(
+        let named = |n: &str| is_tracker_or_shim(&frame(n, None));
+        assert!(named("__rustc::__rust_alloc"));
+        assert!(named("__rust_realloc"));
+        assert!(named(
             "<leakscope::alloc::Tracker<A> as core::alloc::global::GlobalAlloc>::alloc"
         ));
-        assert!(is_tracker_or_shim("alloc::alloc::exchange_malloc"));
-        assert!(!is_tracker_or_shim("alloc::raw_vec::finish_grow"));
-        assert!(!is_tracker_or_shim("__rust_try"));
-        assert!(!is_tracker_or_shim(
-            "std::sys::backtrace::__rust_begin_short_backtrace"
-        ));
+        assert!(named("alloc::alloc::exchange_malloc"));
+        assert!(!named("alloc::raw_vec::finish_grow"));
+        assert!(!named("__rust_try"));
+        assert!(!named("std::sys::backtrace::__rust_begin_short_backtrace"));
+    }
+
+    fn frame(function: &str, file: Option<&str>) -> Frame {
+        Frame {
+            function: function.to_string(),
+            file: file.map(str::to_string),
+            line: file.map(|_| 1),
+            address: 0,
+            inlined: false,
+        }
+    }
+
+    #[test]
+    fn trims_short_named_tracker_frames_above_the_shim() {
+        // As a release build with `debug = "line-tables-only"` names them.
+        let mut frames = vec![
+            frame(
+                "trace",
+                Some("/r/backtrace-0.3.77/src/backtrace/libunwind.rs"),
+            ),
+            frame("capture", Some("/x/leakscope/src/recorder/stack.rs")),
+            frame(
+                "alloc<std::alloc::System>",
+                Some("/x/leakscope/src/recorder/tracker.rs"),
+            ),
+            frame("__rust_alloc", Some("/app/src/main.rs")),
+            frame(
+                "alloc::alloc::alloc",
+                Some("/rustc/abc/library/alloc/src/alloc.rs"),
+            ),
+            frame(
+                "do_alloc",
+                Some("/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs"),
+            ),
+            frame("grow_cache", Some("/app/src/main.rs")),
+        ];
+        trim(&mut frames);
+        let names: Vec<&str> = frames.iter().map(|f| f.function()).collect();
+        assert_eq!(names, ["do_alloc", "grow_cache"]);
     }
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use super::Row;
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
+use crate::recorder::Guard;
 
 /// The folded form of one stack, outermost first.
 ///
@@ -94,7 +95,8 @@ impl Snapshot {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_collapsed<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        write(&self.rows(), w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| write(&self.rows(), w))
     }
 }
 
@@ -118,7 +120,8 @@ impl Diff {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_collapsed<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        write(&self.rows(), w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| write(&self.rows(), w))
     }
 }
 

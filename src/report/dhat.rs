@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{Row, elapsed};
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
+use crate::recorder::Guard;
 
 #[derive(Serialize)]
 struct DhatJson {
@@ -162,14 +163,17 @@ impl Snapshot {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_dhat<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        // The only start time a snapshot knows is its oldest live block's.
-        let te = self
-            .sites()
-            .iter()
-            .filter_map(|s| s.oldest_age())
-            .max()
-            .unwrap_or_default();
-        write(&self.rows(), micros(te), w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            // The only start time a snapshot knows is its oldest live block's.
+            let te = self
+                .sites()
+                .iter()
+                .filter_map(|s| s.oldest_age())
+                .max()
+                .unwrap_or_default();
+            write(&self.rows(), micros(te), w)
+        })
     }
 }
 
@@ -194,10 +198,13 @@ impl Diff {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_dhat<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        write(
-            &self.rows(),
-            micros(elapsed(self.base_time(), self.time())),
-            w,
-        )
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            write(
+                &self.rows(),
+                micros(elapsed(self.base_time(), self.time())),
+                w,
+            )
+        })
     }
 }

@@ -8,6 +8,7 @@ use inferno::flamegraph::{self, Options, Palette, color::BasicPalette};
 use super::text::{human, mode};
 use super::{Row, collapsed};
 use crate::profile::{Diff, Snapshot};
+use crate::recorder::Guard;
 
 fn write(
     rows: &[Row<'_>],
@@ -92,12 +93,15 @@ impl Snapshot {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_flamegraph<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let title = format!(
-            "Live heap: {} in {} allocations",
-            human(self.live_bytes() as f64),
-            self.live_allocs()
-        );
-        write(&self.rows(), title, self.sample_interval(), w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let title = format!(
+                "Live heap: {} in {} allocations",
+                human(self.live_bytes() as f64),
+                self.live_allocs()
+            );
+            write(&self.rows(), title, self.sample_interval(), w)
+        })
     }
 }
 
@@ -123,21 +127,24 @@ impl Diff {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_flamegraph<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let grown: i64 = self
-            .sites()
-            .iter()
-            .map(|d| d.live_bytes_delta().max(0))
-            .sum();
-        let title = format!(
-            "Heap growth: +{} in the sites that grew (net {}{})",
-            human(grown as f64),
-            if self.live_bytes_delta() < 0 {
-                "-"
-            } else {
-                "+"
-            },
-            human(self.live_bytes_delta().unsigned_abs() as f64)
-        );
-        write(&self.rows(), title, self.sample_interval(), w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let grown: i64 = self
+                .sites()
+                .iter()
+                .map(|d| d.live_bytes_delta().max(0))
+                .sum();
+            let title = format!(
+                "Heap growth: +{} in the sites that grew (net {}{})",
+                human(grown as f64),
+                if self.live_bytes_delta() < 0 {
+                    "-"
+                } else {
+                    "+"
+                },
+                human(self.live_bytes_delta().unsigned_abs() as f64)
+            );
+            write(&self.rows(), title, self.sample_interval(), w)
+        })
     }
 }

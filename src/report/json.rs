@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::{elapsed, unix_nanos};
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
+use crate::recorder::Guard;
 
 /// `"format"` of every file we write, so a reader can tell ours from others.
 const FORMAT: &str = "leakscope";
@@ -167,35 +168,38 @@ impl Snapshot {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_json<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let doc = SnapshotJson {
-            format: FORMAT,
-            version: VERSION,
-            kind: "snapshot",
-            time_unix_nanos: unix_nanos(self.time()),
-            sample_interval: self.sample_interval(),
-            exact: self.sample_interval() <= 1,
-            totals: SnapshotTotals {
-                live_bytes: self.live_bytes(),
-                live_allocs: self.live_allocs(),
-                total_bytes: self.total_bytes(),
-                total_allocs: self.total_allocs(),
-                tracker_bytes: self.tracker_bytes(),
-            },
-            sites: self
-                .sites()
-                .iter()
-                .map(|s| SiteJson {
-                    id: s.id(),
-                    live_bytes: s.live_bytes(),
-                    live_allocs: s.live_allocs(),
-                    total_bytes: s.total_bytes(),
-                    total_allocs: s.total_allocs(),
-                    oldest_age_nanos: s.oldest_age().map(duration_nanos),
-                    frames: frames(s.frames()),
-                })
-                .collect(),
-        };
-        write(&doc, w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let doc = SnapshotJson {
+                format: FORMAT,
+                version: VERSION,
+                kind: "snapshot",
+                time_unix_nanos: unix_nanos(self.time()),
+                sample_interval: self.sample_interval(),
+                exact: self.sample_interval() <= 1,
+                totals: SnapshotTotals {
+                    live_bytes: self.live_bytes(),
+                    live_allocs: self.live_allocs(),
+                    total_bytes: self.total_bytes(),
+                    total_allocs: self.total_allocs(),
+                    tracker_bytes: self.tracker_bytes(),
+                },
+                sites: self
+                    .sites()
+                    .iter()
+                    .map(|s| SiteJson {
+                        id: s.id(),
+                        live_bytes: s.live_bytes(),
+                        live_allocs: s.live_allocs(),
+                        total_bytes: s.total_bytes(),
+                        total_allocs: s.total_allocs(),
+                        oldest_age_nanos: s.oldest_age().map(duration_nanos),
+                        frames: frames(s.frames()),
+                    })
+                    .collect(),
+            };
+            write(&doc, w)
+        })
     }
 }
 
@@ -240,34 +244,37 @@ impl Diff {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_json<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let doc = DiffJson {
-            format: FORMAT,
-            version: VERSION,
-            kind: "diff",
-            time_unix_nanos: unix_nanos(self.time()),
-            base_time_unix_nanos: unix_nanos(self.base_time()),
-            duration_nanos: duration_nanos(elapsed(self.base_time(), self.time())),
-            sample_interval: self.sample_interval(),
-            exact: self.sample_interval() <= 1,
-            totals: DiffTotals {
-                live_bytes_delta: self.live_bytes_delta(),
-                live_allocs_delta: self.live_allocs_delta(),
-            },
-            sites: self
-                .sites()
-                .iter()
-                .map(|d| SiteDeltaJson {
-                    id: d.id(),
-                    live_bytes_delta: d.live_bytes_delta(),
-                    live_allocs_delta: d.live_allocs_delta(),
-                    total_bytes_delta: d.total_bytes_delta(),
-                    total_allocs_delta: d.total_allocs_delta(),
-                    live_bytes: d.live_bytes(),
-                    live_allocs: d.live_allocs(),
-                    frames: frames(d.frames()),
-                })
-                .collect(),
-        };
-        write(&doc, w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let doc = DiffJson {
+                format: FORMAT,
+                version: VERSION,
+                kind: "diff",
+                time_unix_nanos: unix_nanos(self.time()),
+                base_time_unix_nanos: unix_nanos(self.base_time()),
+                duration_nanos: duration_nanos(elapsed(self.base_time(), self.time())),
+                sample_interval: self.sample_interval(),
+                exact: self.sample_interval() <= 1,
+                totals: DiffTotals {
+                    live_bytes_delta: self.live_bytes_delta(),
+                    live_allocs_delta: self.live_allocs_delta(),
+                },
+                sites: self
+                    .sites()
+                    .iter()
+                    .map(|d| SiteDeltaJson {
+                        id: d.id(),
+                        live_bytes_delta: d.live_bytes_delta(),
+                        live_allocs_delta: d.live_allocs_delta(),
+                        total_bytes_delta: d.total_bytes_delta(),
+                        total_allocs_delta: d.total_allocs_delta(),
+                        live_bytes: d.live_bytes(),
+                        live_allocs: d.live_allocs(),
+                        frames: frames(d.frames()),
+                    })
+                    .collect(),
+            };
+            write(&doc, w)
+        })
     }
 }

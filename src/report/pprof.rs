@@ -18,8 +18,8 @@ use std::time::SystemTime;
 
 use super::maps::{Mapped, build_id, read_maps};
 use super::{Row, elapsed, unix_nanos};
-use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
+use crate::profile::{Frame, owner};
 use crate::recorder::Guard;
 
 /// The messages of pprof's `profile.proto` (package `perftools.profiles`).
@@ -152,7 +152,7 @@ mod proto {
 /// user location. A stack made of std frames only is kept whole, so no sample
 /// is left without a location.
 fn without_std_leaf(frames: &[Frame]) -> &[Frame] {
-    match frames.iter().position(|f| !f.is_std_library()) {
+    match owner(frames).and_then(|o| frames.iter().position(|f| std::ptr::eq(f, o))) {
         Some(i) => &frames[i..],
         None => frames,
     }
@@ -430,12 +430,15 @@ impl Snapshot {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn write_pprof<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let meta = Meta {
-            sample_interval: self.sample_interval(),
-            time: self.time(),
-            base_time: None,
-        };
-        write(&self.rows(), &meta, w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let meta = Meta {
+                sample_interval: self.sample_interval(),
+                time: self.time(),
+                base_time: None,
+            };
+            write(&self.rows(), &meta, w)
+        })
     }
 }
 
@@ -463,11 +466,14 @@ impl Diff {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn write_pprof<W: Write>(&self, w: W) -> Result<(), crate::Error> {
-        let meta = Meta {
-            sample_interval: self.sample_interval(),
-            time: self.time(),
-            base_time: Some(self.base_time()),
-        };
-        write(&self.rows(), &meta, w)
+        // Under the guard: nothing an export allocates is recorded.
+        Guard::run(|| {
+            let meta = Meta {
+                sample_interval: self.sample_interval(),
+                time: self.time(),
+                base_time: Some(self.base_time()),
+            };
+            write(&self.rows(), &meta, w)
+        })
     }
 }

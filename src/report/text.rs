@@ -1,10 +1,13 @@
 //! `Display` for [`Snapshot`] and [`Diff`]: a top-20 table in the manner of
-//! `go tool pprof -top`, then each listed site's stack.
+//! `go tool pprof -top` (with the owner's `file:line`), then each listed
+//! site's stack from its owner outwards; the alternate form (`{:#}`) prints
+//! every frame. Both run under the guard, so printing a report is never
+//! recorded.
 
 use std::fmt;
 
-use crate::profile::Frame;
-use crate::profile::{Diff, Snapshot};
+use crate::profile::{Diff, Frame, Snapshot, owner};
+use crate::recorder::Guard;
 
 const TOP: usize = 20;
 
@@ -24,13 +27,41 @@ pub(crate) fn human(bytes: f64) -> String {
     }
 }
 
-/// The innermost frame outside the standard library (the "owner" of a site).
-pub(crate) fn owner(frames: &[Frame]) -> String {
-    frames
-        .iter()
-        .find(|f| !f.is_std_library())
+/// The name a report gives a site: its owner's function (see
+/// `Site::owner`), or, for a stack of std frames only, its innermost frame.
+pub(crate) fn owner_name(frames: &[Frame]) -> String {
+    owner(frames)
         .or(frames.first())
         .map_or_else(|| "<unknown>".to_string(), |f| f.function().to_string())
+}
+
+/// The owner's `file:line`, shortened to the crate directory and the path
+/// inside it (`app/src/cache.rs:42`), or `""` without line tables.
+pub(crate) fn owner_location(frames: &[Frame]) -> String {
+    let Some(f) = owner(frames).or(frames.first()) else {
+        return String::new();
+    };
+    let Some(file) = f.file() else {
+        return String::new();
+    };
+    let short = short_path(file);
+    match f.line() {
+        Some(line) => format!("{short}:{line}"),
+        None => short.to_string(),
+    }
+}
+
+/// `/home/u/app/src/cache.rs` -> `app/src/cache.rs`; a path without a `src`
+/// directory keeps its last two components.
+fn short_path(file: &str) -> &str {
+    let cut = match file.rfind("/src/") {
+        Some(i) => file[..i].rfind('/').map(|j| j + 1),
+        None => file
+            .rfind('/')
+            .and_then(|i| file[..i].rfind('/'))
+            .map(|j| j + 1),
+    };
+    &file[cut.unwrap_or(0)..]
 }
 
 /// One indented line per frame: `function (file:line)`.
@@ -48,6 +79,25 @@ pub(crate) fn write_frames(out: &mut impl fmt::Write, frames: &[Frame]) -> fmt::
     Ok(())
 }
 
+/// A site's stack as reports show it: from the owner outwards, with the
+/// standard-library frames inside it (allocator and collection internals)
+/// folded into one line. `all` prints every frame instead.
+pub(crate) fn write_stack(out: &mut impl fmt::Write, frames: &[Frame], all: bool) -> fmt::Result {
+    let start = if all {
+        0
+    } else {
+        owner(frames).map_or(0, |o| {
+            frames.iter().position(|f| std::ptr::eq(f, o)).unwrap_or(0)
+        })
+    };
+    match start {
+        0 => {}
+        1 => writeln!(out, "        ... 1 standard-library frame")?,
+        n => writeln!(out, "        ... {n} standard-library frames")?,
+    }
+    write_frames(out, &frames[start..])
+}
+
 /// How the figures were obtained, for report headers and titles.
 pub(crate) fn mode(interval: u64) -> String {
     if interval <= 1 {
@@ -60,8 +110,24 @@ pub(crate) fn mode(interval: u64) -> String {
     }
 }
 
+/// Width of the function column: the longest name shown, within bounds (a
+/// long generic name pushes the location out rather than wrapping the table).
+fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
+    stacks
+        .map(|frames| owner_name(frames).chars().count())
+        .max()
+        .unwrap_or(0)
+        .clamp("function".len(), 60)
+}
+
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Guard::run(|| self.write_text(f))
+    }
+}
+
+impl Snapshot {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "Heap: {} live in {} allocations at {} sites ({})",
@@ -70,24 +136,26 @@ impl fmt::Display for Snapshot {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        let top = &self.sites()[..self.sites().len().min(TOP)];
+        let width = name_width(top.iter().map(|s| s.frames()));
         writeln!(
             f,
-            "{:>12} {:>7} {:>7} {:>10}  function",
-            "live", "live%", "sum%", "allocs"
+            "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
+            "live", "live%", "sum%", "allocs", "function"
         )?;
         let total = self.live_bytes().max(1) as f64;
         let mut sum = 0u64;
-        let top = &self.sites()[..self.sites().len().min(TOP)];
         for s in top {
             sum += s.live_bytes();
             writeln!(
                 f,
-                "{:>12} {:>6.2}% {:>6.2}% {:>10}  {}",
+                "{:>12} {:>6.2}% {:>6.2}% {:>10}  {:<width$}  {}",
                 human(s.live_bytes() as f64),
                 100.0 * s.live_bytes() as f64 / total,
                 100.0 * sum as f64 / total,
                 s.live_allocs(),
-                owner(s.frames())
+                owner_name(s.frames()),
+                owner_location(s.frames()),
             )?;
         }
         for (i, s) in top.iter().enumerate() {
@@ -99,7 +167,7 @@ impl fmt::Display for Snapshot {
                 s.live_allocs(),
                 s.id()
             )?;
-            write_frames(f, s.frames())?;
+            write_stack(f, s.frames(), f.alternate())?;
         }
         Ok(())
     }
@@ -107,6 +175,12 @@ impl fmt::Display for Snapshot {
 
 impl fmt::Display for Diff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        Guard::run(|| self.write_text(f))
+    }
+}
+
+impl Diff {
+    fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.live_bytes_delta() >= 0 {
             "+"
         } else {
@@ -120,11 +194,6 @@ impl fmt::Display for Diff {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
-        writeln!(
-            f,
-            "{:>13} {:>12} {:>11}  function",
-            "live change", "live now", "allocs"
-        )?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self
             .sites()
@@ -132,15 +201,22 @@ impl fmt::Display for Diff {
             .filter(|d| d.live_bytes_delta() != 0)
             .take(TOP)
             .collect();
+        let width = name_width(top.iter().map(|d| d.frames()));
+        writeln!(
+            f,
+            "{:>13} {:>12} {:>11}  {:<width$}  location",
+            "live change", "live now", "allocs", "function"
+        )?;
         for d in &top {
             let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
             writeln!(
                 f,
-                "{:>13} {:>12} {:>+11}  {}",
+                "{:>13} {:>12} {:>+11}  {:<width$}  {}",
                 format!("{s}{}", human(d.live_bytes_delta().unsigned_abs() as f64)),
                 human(d.live_bytes() as f64),
                 d.live_allocs_delta(),
-                owner(d.frames())
+                owner_name(d.frames()),
+                owner_location(d.frames()),
             )?;
         }
         for (i, d) in top.iter().enumerate() {
@@ -153,7 +229,7 @@ impl fmt::Display for Diff {
                 d.live_allocs_delta(),
                 d.id()
             )?;
-            write_frames(f, d.frames())?;
+            write_stack(f, d.frames(), f.alternate())?;
         }
         Ok(())
     }
@@ -161,7 +237,19 @@ impl fmt::Display for Diff {
 
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::{human, short_path};
+
+    #[test]
+    fn short_paths() {
+        assert_eq!(short_path("/home/u/app/src/cache.rs"), "app/src/cache.rs");
+        assert_eq!(
+            short_path("/x/hashbrown-0.16.1/src/raw/mod.rs"),
+            "hashbrown-0.16.1/src/raw/mod.rs"
+        );
+        assert_eq!(short_path("/work/examples/leak.rs"), "examples/leak.rs");
+        assert_eq!(short_path("main.rs"), "main.rs");
+        assert_eq!(short_path("src/main.rs"), "src/main.rs");
+    }
 
     #[test]
     fn human_units() {
