@@ -16,6 +16,9 @@ go version
 
 # Everything, including the exports checked against the real clients.
 cargo test --all-features
+# Attribution as users' services are built: release, line tables only
+# (inlining, unrolling, short frame names).
+cargo test --release --test attribution --test self_record
 # The core must build and pass its own tests without the export features.
 cargo test --no-default-features --lib --tests
 # The README's main command: the top site of the diff must be the stack

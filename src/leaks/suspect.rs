@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::profile::{Frame, SiteStack};
 use crate::recorder::Guard;
-use crate::report::text::{human, write_frames};
+use crate::report::text::{human, owner_location, owner_name, write_frames};
 
 /// Frames shown by a suspect's one-screen `Display` (and the log warning).
 const TOP_FRAMES: usize = 5;
@@ -97,16 +97,20 @@ impl fmt::Display for Suspect {
 
 impl Suspect {
     fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let frames = self.frames();
+        let location = owner_location(frames);
         writeln!(
             f,
-            "leak suspect: site {} grew by {} in {:.1} s ({}/s), {} live now",
+            "leak suspect: {}{}{} (site {}) grew by {} in {:.1} s ({}/s), {} live now",
+            owner_name(frames),
+            if location.is_empty() { "" } else { " at " },
+            location,
             self.id,
             human(self.growth_bytes as f64),
             self.span.as_secs_f64(),
             human(self.growth_rate),
             human(self.live_bytes as f64),
         )?;
-        let frames = self.frames();
         if f.alternate() {
             return write_frames(f, frames);
         }

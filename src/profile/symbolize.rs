@@ -164,9 +164,17 @@ fn trim(frames: &mut Vec<Frame>) {
     // Stacks that never went through that marker (allocations made before
     // `main`, or on threads not started by std) still lose the C runtime's
     // start-up frames and the platform's thread entry.
-    while frames.len() > 1 && frames.last().is_some_and(|f| is_startup(&f.function)) {
+    while frames.len() > 1 && frames.last().is_some_and(is_startup_frame) {
         frames.pop();
     }
+}
+
+/// A start-up frame: one of the names below, and not the program's own code
+/// (with line tables only, the program's `fn main` is named just `main`,
+/// like the C `main` that rustc generates; only the latter has no source
+/// file of the program's).
+fn is_startup_frame(f: &Frame) -> bool {
+    is_startup(&f.function) && f.file.as_deref().is_none_or(|_| f.is_std_library())
 }
 
 /// The C runtime's and the platform's entry frames, below any user code.
@@ -257,5 +265,27 @@ mod tests {
         trim(&mut frames);
         let names: Vec<&str> = frames.iter().map(|f| f.function()).collect();
         assert_eq!(names, ["do_alloc", "grow_cache"]);
+    }
+
+    #[test]
+    fn keeps_the_programs_main_named_main() {
+        let mut frames = vec![
+            frame("__rust_alloc", Some("/app/src/main.rs")),
+            frame("grow_cache", Some("/app/src/main.rs")),
+            frame("main", Some("/app/src/main.rs")),
+            frame(
+                "call_once<fn()>",
+                Some("/rustc/abc/library/core/src/ops/function.rs"),
+            ),
+            frame(
+                "__rust_begin_short_backtrace<fn()>",
+                Some("/rustc/abc/library/std/src/sys/backtrace.rs"),
+            ),
+            frame("main", None),
+            frame("__libc_start_main", None),
+        ];
+        trim(&mut frames);
+        let names: Vec<&str> = frames.iter().map(|f| f.function()).collect();
+        assert_eq!(names, ["grow_cache", "main"]);
     }
 }
