@@ -12,7 +12,7 @@ use crate::recorder::Guard;
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
 /// allocation shims, all trimmed off the top of every stack.
 fn is_tracker_or_shim(f: &Frame) -> bool {
-    let name = f.function.as_str();
+    let name: &str = &f.function;
     let bare = name.trim_start_matches('<');
     is_tracker(f)
         || bare.starts_with("alloc::alloc::")
@@ -51,8 +51,8 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
             None => format!("{addr:#x}"),
         };
         out.push(Frame {
-            function,
-            file: sym.filename().map(|p| p.display().to_string()),
+            function: function.into(),
+            file: sym.filename().map(|p| p.display().to_string().into()),
             line: sym.lineno(),
             address: addr,
             inlined: true,
@@ -60,7 +60,7 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
     });
     if out.is_empty() {
         out.push(Frame {
-            function: format!("{addr:#x}"),
+            function: format!("{addr:#x}").into(),
             file: None,
             line: None,
             address: addr,
@@ -202,7 +202,7 @@ pub(crate) fn overhead_bytes() -> u64 {
                 .map(|f| {
                     (std::mem::size_of::<Frame>()
                         + f.function.len()
-                        + f.file.as_ref().map_or(0, String::len)) as u64
+                        + f.file.as_ref().map_or(0, |s| s.len())) as u64
                 })
                 .sum::<u64>()
                 + 48
@@ -230,8 +230,8 @@ mod tests {
 
     fn frame(function: &str, file: Option<&str>) -> Frame {
         Frame {
-            function: function.to_string(),
-            file: file.map(str::to_string),
+            function: function.into(),
+            file: file.map(Into::into),
             line: file.map(|_| 1),
             address: 0,
             inlined: false,

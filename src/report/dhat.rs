@@ -5,6 +5,7 @@
 //! leakscope keeps less per site than DHAT does, so some fields are filled in
 //! from what we have; each such choice is stated on the field below.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write;
 
@@ -16,7 +17,7 @@ use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;
 
 #[derive(Serialize)]
-struct DhatJson {
+struct DhatJson<'a> {
     #[serde(rename = "dhatFileVersion")]
     version: u32,
     /// dh_view only shows it; dhat-rs's heap mode uses this name.
@@ -38,9 +39,9 @@ struct DhatJson {
     tg: u64,
     /// The end of the profile, in µs since its start (see `times`).
     te: u64,
-    pps: Vec<PpJson>,
+    pps: Pps<'a>,
     /// Frame strings; `fs` indexes into it. Entry 0 is DHAT's `[root]`.
-    ftbl: Vec<String>,
+    ftbl: Ftbl<'a>,
 }
 
 /// One program point (a call stack) in DHAT's terms.
@@ -79,37 +80,72 @@ fn positive(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn write(rows: &[Row<'_>], te_us: u64, mut w: impl Write) -> Result<(), crate::Error> {
-    let mut ftbl = vec!["[root]".to_string()];
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut pps = Vec::new();
-    for r in rows {
-        let fs = r
-            .frames
-            .iter()
-            .map(|f| {
-                *index.entry(frame_string(f)).or_insert_with_key(|s| {
-                    ftbl.push(s.clone());
-                    ftbl.len() - 1
-                })
-            })
-            .collect();
-        // DHAT has no negative counts: a shrinking site of a diff shows as
-        // holding nothing, with what it allocated in between.
-        let (live, blocks) = (positive(r.inuse_space), positive(r.inuse_objects));
-        pps.push(PpJson {
-            tb: positive(r.alloc_space),
-            tbk: positive(r.alloc_objects),
-            tl: 0,
-            mb: live,
-            mbk: blocks,
-            gb: live,
-            gbk: blocks,
-            eb: live,
-            ebk: blocks,
-            fs,
-        });
+/// DHAT's frame table, filled while the program points are written (each
+/// distinct frame string once), then written after them: JSON readers do not
+/// care about the order of an object's fields.
+#[derive(Default)]
+struct FrameTable {
+    strings: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl FrameTable {
+    fn index_of(&mut self, f: &Frame) -> usize {
+        let s = frame_string(f);
+        if let Some(&i) = self.index.get(&s) {
+            return i;
+        }
+        self.strings.push(s.clone());
+        self.index.insert(s, self.strings.len() - 1);
+        self.strings.len() - 1
     }
+}
+
+/// The program points, made one at a time as the serializer asks for them.
+struct Pps<'a> {
+    rows: &'a [Row<'a>],
+    table: &'a RefCell<FrameTable>,
+}
+
+impl Serialize for Pps<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.rows.iter().map(|r| {
+            let mut table = self.table.borrow_mut();
+            let fs = r.frames.iter().map(|f| table.index_of(f)).collect();
+            // DHAT has no negative counts: a shrinking site of a diff shows
+            // as holding nothing, with what it allocated in between.
+            let (live, blocks) = (positive(r.inuse_space), positive(r.inuse_objects));
+            PpJson {
+                tb: positive(r.alloc_space),
+                tbk: positive(r.alloc_objects),
+                tl: 0,
+                mb: live,
+                mbk: blocks,
+                gb: live,
+                gbk: blocks,
+                eb: live,
+                ebk: blocks,
+                fs,
+            }
+        }))
+    }
+}
+
+/// The frame table, written after the program points filled it.
+struct Ftbl<'a>(&'a RefCell<FrameTable>);
+
+impl Serialize for Ftbl<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.borrow().strings.iter())
+    }
+}
+
+/// Streams the document to the writer through a buffer (a report of a
+/// million sites is never built whole in memory). A writer that fails
+/// midway fails the report with [`Error::Io`](crate::Error::Io).
+fn write(rows: &[Row<'_>], te_us: u64, w: impl Write) -> Result<(), crate::Error> {
+    let table = RefCell::new(FrameTable::default());
+    table.borrow_mut().strings.push("[root]".to_string());
     let doc = DhatJson {
         version: 2,
         mode: "rust-heap",
@@ -123,14 +159,21 @@ fn write(rows: &[Row<'_>], te_us: u64, mut w: impl Write) -> Result<(), crate::E
         pid: std::process::id(),
         tg: te_us,
         te: te_us,
-        pps,
-        ftbl,
+        pps: Pps {
+            rows,
+            table: &table,
+        },
+        ftbl: Ftbl(&table),
     };
-    let buf =
-        serde_json::to_vec(&doc).map_err(|e| crate::Error::Encode(format!("DHAT JSON: {e}")))?;
-    // Encoded in memory, written once: a failing writer fails the report.
-    w.write_all(&buf)?;
-    w.flush()?;
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, w);
+    serde_json::to_writer(&mut out, &doc).map_err(|e| {
+        if e.is_io() {
+            crate::Error::Io(e.into())
+        } else {
+            crate::Error::Encode(format!("DHAT JSON: {e}"))
+        }
+    })?;
+    out.flush()?;
     Ok(())
 }
 

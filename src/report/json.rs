@@ -9,8 +9,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::{elapsed, unix_nanos};
-use crate::profile::Frame;
-use crate::profile::{Diff, Snapshot};
+use crate::profile::{Diff, Frame, Site, SiteDelta, Snapshot};
 use crate::recorder::Guard;
 
 /// `"format"` of every file we write, so a reader can tell ours from others.
@@ -19,7 +18,7 @@ const FORMAT: &str = "leakscope";
 const VERSION: u32 = 1;
 
 #[derive(Serialize)]
-struct SnapshotJson<'a> {
+struct SnapshotJson<S> {
     format: &'static str,
     version: u32,
     kind: &'static str,
@@ -27,7 +26,8 @@ struct SnapshotJson<'a> {
     sample_interval: u64,
     exact: bool,
     totals: SnapshotTotals,
-    sites: Vec<SiteJson<'a>>,
+    /// [`SitesJson`].
+    sites: S,
 }
 
 #[derive(Serialize)]
@@ -48,11 +48,11 @@ struct SiteJson<'a> {
     total_allocs: u64,
     /// `null` when the site holds no live recorded block.
     oldest_age_nanos: Option<u64>,
-    frames: Vec<FrameJson<'a>>,
+    frames: FramesJson<'a>,
 }
 
 #[derive(Serialize)]
-struct DiffJson<'a> {
+struct DiffJson<S> {
     format: &'static str,
     version: u32,
     kind: &'static str,
@@ -62,7 +62,8 @@ struct DiffJson<'a> {
     sample_interval: u64,
     exact: bool,
     totals: DiffTotals,
-    sites: Vec<SiteDeltaJson<'a>>,
+    /// [`SiteDeltasJson`].
+    sites: S,
 }
 
 #[derive(Serialize)]
@@ -80,7 +81,7 @@ struct SiteDeltaJson<'a> {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
-    frames: Vec<FrameJson<'a>>,
+    frames: FramesJson<'a>,
 }
 
 #[derive(Serialize)]
@@ -94,32 +95,79 @@ struct FrameJson<'a> {
     std: bool,
 }
 
-fn frames(frames: &[Frame]) -> Vec<FrameJson<'_>> {
-    frames
-        .iter()
-        .map(|f| FrameJson {
+// The sequences below are serialized one item at a time, straight into
+// the writer: a report of a million sites is never built whole in memory
+// (each item is made, written and dropped in turn).
+
+/// A site list, streamed.
+struct SitesJson<'a>(&'a [Site]);
+
+impl Serialize for SitesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|s| SiteJson {
+            id: s.id(),
+            live_bytes: s.live_bytes(),
+            live_allocs: s.live_allocs(),
+            total_bytes: s.total_bytes(),
+            total_allocs: s.total_allocs(),
+            oldest_age_nanos: s.oldest_age().map(duration_nanos),
+            frames: FramesJson(s.frames()),
+        }))
+    }
+}
+
+/// A diff's site list, streamed.
+struct SiteDeltasJson<'a>(&'a [SiteDelta]);
+
+impl Serialize for SiteDeltasJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|d| SiteDeltaJson {
+            id: d.id(),
+            live_bytes_delta: d.live_bytes_delta(),
+            live_allocs_delta: d.live_allocs_delta(),
+            total_bytes_delta: d.total_bytes_delta(),
+            total_allocs_delta: d.total_allocs_delta(),
+            live_bytes: d.live_bytes(),
+            live_allocs: d.live_allocs(),
+            frames: FramesJson(d.frames()),
+        }))
+    }
+}
+
+/// A stack, streamed.
+struct FramesJson<'a>(&'a [Frame]);
+
+impl Serialize for FramesJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|f| FrameJson {
             function: f.function(),
             file: f.file(),
             line: f.line(),
             address: format!("{:#x}", f.address()),
             inlined: f.is_inlined(),
             std: f.is_std_library(),
-        })
-        .collect()
+        }))
+    }
 }
 
 fn duration_nanos(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Serializes in memory, then writes once: a failing writer fails the whole
-/// report, and no half document is left behind by us.
-fn write(value: &impl Serialize, mut w: impl Write) -> Result<(), crate::Error> {
-    let mut buf =
-        serde_json::to_vec_pretty(value).map_err(|e| crate::Error::Encode(format!("JSON: {e}")))?;
-    buf.push(b'\n');
-    w.write_all(&buf)?;
-    w.flush()?;
+/// Streams the document to the writer through a buffer. A writer that fails
+/// midway fails the report with [`Error::Io`](crate::Error::Io), and what it
+/// took so far is not a whole document.
+fn write(value: &impl Serialize, w: impl Write) -> Result<(), crate::Error> {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, w);
+    serde_json::to_writer_pretty(&mut out, value).map_err(|e| {
+        if e.is_io() {
+            crate::Error::Io(e.into())
+        } else {
+            crate::Error::Encode(format!("JSON: {e}"))
+        }
+    })?;
+    out.write_all(b"\n")?;
+    out.flush()?;
     Ok(())
 }
 
@@ -184,19 +232,7 @@ impl Snapshot {
                     total_allocs: self.total_allocs(),
                     tracker_bytes: self.tracker_bytes(),
                 },
-                sites: self
-                    .sites()
-                    .iter()
-                    .map(|s| SiteJson {
-                        id: s.id(),
-                        live_bytes: s.live_bytes(),
-                        live_allocs: s.live_allocs(),
-                        total_bytes: s.total_bytes(),
-                        total_allocs: s.total_allocs(),
-                        oldest_age_nanos: s.oldest_age().map(duration_nanos),
-                        frames: frames(s.frames()),
-                    })
-                    .collect(),
+                sites: SitesJson(self.sites()),
             };
             write(&doc, w)
         })
@@ -259,20 +295,7 @@ impl Diff {
                     live_bytes_delta: self.live_bytes_delta(),
                     live_allocs_delta: self.live_allocs_delta(),
                 },
-                sites: self
-                    .sites()
-                    .iter()
-                    .map(|d| SiteDeltaJson {
-                        id: d.id(),
-                        live_bytes_delta: d.live_bytes_delta(),
-                        live_allocs_delta: d.live_allocs_delta(),
-                        total_bytes_delta: d.total_bytes_delta(),
-                        total_allocs_delta: d.total_allocs_delta(),
-                        live_bytes: d.live_bytes(),
-                        live_allocs: d.live_allocs(),
-                        frames: frames(d.frames()),
-                    })
-                    .collect(),
+                sites: SiteDeltasJson(self.sites()),
             };
             write(&doc, w)
         })
