@@ -180,7 +180,7 @@ fn steady_growth_becomes_a_suspect_within_the_window() {
     assert_eq!(calls.len(), 1, "callback calls for the leak: {calls:?}");
     assert!(calls[0].1 >= 2 * MIB as i64);
     let logged = LOGGED.lock().unwrap();
-    let site = format!("site {} ", s.id());
+    let site = format!("(site {})", s.id());
     let warnings: Vec<&String> = logged.iter().filter(|m| m.contains(&site)).collect();
     assert_eq!(warnings.len(), 1, "{logged:?}");
     let w = warnings[0];

@@ -9,6 +9,8 @@ mod merge;
 mod site;
 mod snapshot;
 mod symbolize;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod symtab;
 
 pub use diff::{Diff, SiteDelta};
 pub use frame::Frame;

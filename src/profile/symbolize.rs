@@ -69,10 +69,32 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
     }
     if let Some(last) = out.last_mut() {
         last.inlined = false;
+        // The real (not inlined) frame: where the debug info gave only the
+        // last path segment, the symbol table has the full name.
+        if is_short(&last.function) {
+            if let Some(full) = full_name(addr.saturating_sub(1)) {
+                last.function = full.into();
+            }
+        }
     }
     let frames: Arc<[Frame]> = out.into();
     CACHE.insert(addr, frames.clone());
     frames
+}
+
+/// A name without a module path (`generate_string`, `new<T>`), as debug
+/// info with line tables only gives them.
+fn is_short(name: &str) -> bool {
+    let head = name.split('<').next().unwrap_or(name);
+    !head.contains("::") && !name.starts_with('<') && !name.starts_with("0x")
+}
+
+/// The symbol table's name for `addr` (see `symtab`); none off Linux.
+fn full_name(addr: usize) -> Option<String> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return super::symtab::full_name(addr);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return None;
 }
 
 /// A site's raw stack and its frames, symbolized on first use and shared by
@@ -192,22 +214,27 @@ fn is_startup(name: &str) -> bool {
         || name.starts_with("std::rt::lang_start")
 }
 
-/// Approximate bytes held by the symbol cache.
+/// Approximate bytes held by the symbol cache (and the symbol tables read).
 pub(crate) fn overhead_bytes() -> u64 {
-    CACHE
-        .iter()
-        .map(|e| {
-            e.value()
-                .iter()
-                .map(|f| {
-                    (std::mem::size_of::<Frame>()
-                        + f.function.len()
-                        + f.file.as_ref().map_or(0, |s| s.len())) as u64
-                })
-                .sum::<u64>()
-                + 48
-        })
-        .sum()
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let tables = super::symtab::overhead_bytes();
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let tables = 0;
+    tables
+        + CACHE
+            .iter()
+            .map(|e| {
+                e.value()
+                    .iter()
+                    .map(|f| {
+                        (std::mem::size_of::<Frame>()
+                            + f.function.len()
+                            + f.file.as_ref().map_or(0, |s| s.len())) as u64
+                    })
+                    .sum::<u64>()
+                    + 48
+            })
+            .sum::<u64>()
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! Full function names from the ELF symbol table, for frames whose debug
+//! info names them without their module path.
+//!
+//! With `debug = "line-tables-only"` (what we tell users to put in their
+//! release profile) the debug info names every function of the program by
+//! its last path segment: `generate_string`, not
+//! `global_slice_leak::generate_string`, and `new` for every constructor.
+//! The symbol table still has the full (mangled) name of every function
+//! that was not inlined, so the outermost frame of each return address (the
+//! real one) gets its full name from there. Inlined frames have no symbol of
+//! their own and keep the debug info's name.
+//!
+//! Query time only. Each binary's table is read once, when a frame of it
+//! first needs a name, and kept (its bytes count in `tracker_bytes()`).
+
+use std::collections::HashMap;
+use std::ffi::CStr;
+use std::fs::File;
+use std::sync::{Arc, Mutex};
+
+use object::read::ReadCache;
+use object::{Object, ObjectSymbol, SymbolKind};
+
+/// One binary's functions, sorted by address: `(start, size, name)`, with
+/// addresses as the file's virtual addresses (before the load bias).
+struct Table {
+    functions: Vec<(u64, u64, Box<str>)>,
+    bytes: usize,
+}
+
+/// Per binary path: its table, or `None` if it has no symbols (stripped) or
+/// could not be read. Behind a mutex because the first lookup reads the file.
+static TABLES: Mutex<Option<HashMap<String, Option<Arc<Table>>>>> = Mutex::new(None);
+
+/// The demangled full name (without the hash) of the function containing
+/// `addr`, from the symbol table of the binary it lies in.
+pub(super) fn full_name(addr: usize) -> Option<String> {
+    let (path, bias) = object_of(addr)?;
+    let table = {
+        let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+        let tables = tables.get_or_insert_with(HashMap::new);
+        tables
+            .entry(path.clone())
+            .or_insert_with(|| read_table(&path).map(Arc::new))
+            .clone()?
+    };
+    let vaddr = (addr as u64).checked_sub(bias)?;
+    let i = table
+        .functions
+        .partition_point(|&(start, _, _)| start <= vaddr)
+        .checked_sub(1)?;
+    let (start, size, name) = &table.functions[i];
+    (vaddr < start.saturating_add(*size)).then(|| name.to_string())
+}
+
+/// Bytes held by the tables read so far.
+pub(super) fn overhead_bytes() -> u64 {
+    let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    tables.as_ref().map_or(0, |t| {
+        t.values().flatten().map(|t| t.bytes as u64).sum::<u64>()
+    })
+}
+
+fn read_table(path: &str) -> Option<Table> {
+    let file = File::open(path).ok()?;
+    let data = &ReadCache::new(file);
+    let obj = object::File::parse(data).ok()?;
+    let mut functions: Vec<(u64, u64, Box<str>)> = obj
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+        .filter_map(|s| {
+            let raw = s.name().ok()?;
+            let name = format!("{:#}", rustc_demangle::demangle(raw));
+            Some((s.address(), s.size(), name.into_boxed_str()))
+        })
+        .collect();
+    if functions.is_empty() {
+        return None;
+    }
+    functions.sort_unstable_by_key(|f| f.0);
+    let bytes = functions.capacity() * std::mem::size_of::<(u64, u64, Box<str>)>()
+        + functions.iter().map(|f| f.2.len()).sum::<usize>();
+    Some(Table { functions, bytes })
+}
+
+/// The loaded object containing `addr`: its path and load bias.
+fn object_of(addr: usize) -> Option<(String, u64)> {
+    struct Search {
+        addr: usize,
+        found: Option<(String, u64)>,
+    }
+
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: `data` is the `&mut Search` passed to `dl_iterate_phdr`
+        // below, alive for the whole call; `info` is valid for this callback
+        // (the loader's contract).
+        let (search, info) = unsafe { (&mut *(data as *mut Search), &*info) };
+        let bias = info.dlpi_addr as usize;
+        let phdrs = if info.dlpi_phdr.is_null() {
+            &[][..]
+        } else {
+            // SAFETY: the loader gives `dlpi_phnum` program headers at
+            // `dlpi_phdr`, valid during the callback.
+            unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
+        };
+        let inside = phdrs.iter().any(|ph| {
+            let start = bias.wrapping_add(ph.p_vaddr as usize);
+            ph.p_type == libc::PT_LOAD
+                && search.addr >= start
+                && search.addr - start < ph.p_memsz as usize
+        });
+        if !inside {
+            return 0;
+        }
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: a NUL-terminated string owned by the loader, valid
+            // during the callback.
+            unsafe { CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        search.found = Some((name, bias as u64));
+        1
+    }
+
+    let mut search = Search { addr, found: None };
+    // SAFETY: `visit` matches the callback type and only uses `data` as the
+    // `Search` it points to, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut libc::c_void) };
+    let (name, bias) = search.found?;
+    // The main program has an empty name.
+    let path = if name.is_empty() {
+        std::env::current_exe().ok()?.display().to_string()
+    } else {
+        name
+    };
+    Some((path, bias))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_named_function() -> usize {
+        std::hint::black_box(a_named_function as *const () as usize)
+    }
+
+    #[test]
+    fn names_a_function_of_this_binary_with_its_path() {
+        let addr = a_named_function();
+        let name = full_name(addr + 1).expect("the test binary has a symbol table");
+        assert!(name.ends_with("symtab::tests::a_named_function"), "{name}");
+        assert!(full_name(0x10).is_none());
+    }
+}
