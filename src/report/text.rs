@@ -24,6 +24,17 @@ pub(crate) fn human(bytes: f64) -> String {
     }
 }
 
+/// The header line for a full site table (nothing when it never filled).
+fn folded_line(out: &mut impl fmt::Write, folded: u64) -> fmt::Result {
+    if folded == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Site table full: about {folded} more distinct stacks were charged to [other] (estimated, not stored)"
+    )
+}
+
 /// The innermost frame outside the standard library (the "owner" of a site).
 pub(crate) fn owner(frames: &[Frame]) -> String {
     frames
@@ -70,6 +81,7 @@ impl fmt::Display for Snapshot {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        folded_line(f, self.folded_stacks())?;
         writeln!(
             f,
             "{:>12} {:>7} {:>7} {:>10}  function",
@@ -120,6 +132,7 @@ impl fmt::Display for Diff {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        folded_line(f, self.folded_stacks())?;
         writeln!(
             f,
             "{:>13} {:>12} {:>11}  function",
