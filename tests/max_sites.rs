@@ -22,7 +22,11 @@ fn mx_step(path: u64, depth: u32) -> Vec<u8> {
     if depth == 0 {
         return black_box(vec![7u8; 24]);
     }
-    if path & 1 == 0 { mx_left(path >> 1, depth - 1) } else { mx_right(path >> 1, depth - 1) }
+    if path & 1 == 0 {
+        mx_left(path >> 1, depth - 1)
+    } else {
+        mx_right(path >> 1, depth - 1)
+    }
 }
 
 #[inline(never)]
@@ -36,9 +40,11 @@ fn mx_right(path: u64, depth: u32) -> Vec<u8> {
 }
 
 fn other_site(snap: &leakscope::Snapshot) -> Option<&leakscope::Site> {
-    snap.sites()
-        .iter()
-        .find(|s| s.frames().first().is_some_and(|f| f.function() == "[other]"))
+    snap.sites().iter().find(|s| {
+        s.frames()
+            .first()
+            .is_some_and(|f| f.function() == "[other]")
+    })
 }
 
 /// Resident set size in bytes, from /proc/self/statm.
@@ -59,7 +65,11 @@ fn a_full_table_folds_new_stacks_into_other_and_stops_growing() {
     let full = leakscope::snapshot();
     assert!(full.sites().len() <= 1001, "{} sites", full.sites().len());
     let other = other_site(&full).expect("an [other] site");
-    assert!(other.live_allocs() >= 3000, "[other] holds {} blocks", other.live_allocs());
+    assert!(
+        other.live_allocs() >= 3000,
+        "[other] holds {} blocks",
+        other.live_allocs()
+    );
     let folded = full.folded_stacks();
     assert!((2800..=4600).contains(&folded), "folded estimate {folded}");
     assert!(full.to_string().contains("charged to [other]"), "{full}");
@@ -85,5 +95,9 @@ fn a_full_table_folds_new_stacks_into_other_and_stops_growing() {
     );
     assert!(grew < 4 << 20, "RSS grew by {grew} bytes past the cap");
     assert!(end.sites().len() <= 1001);
-    assert!(end.folded_stacks() > 500_000, "folded estimate {}", end.folded_stacks());
+    assert!(
+        end.folded_stacks() > 500_000,
+        "folded estimate {}",
+        end.folded_stacks()
+    );
 }

@@ -16,7 +16,12 @@ use proptest::prelude::*;
 #[global_allocator]
 static GLOBAL: leakscope::Tracker = leakscope::Tracker::system().sample_interval(1);
 
-const SITES: [&str; 4] = ["model_site_a", "model_site_b", "model_site_c", "model_site_d"];
+const SITES: [&str; 4] = [
+    "model_site_a",
+    "model_site_b",
+    "model_site_c",
+    "model_site_d",
+];
 
 #[inline(never)]
 fn model_site_a(l: Layout) -> *mut u8 {
@@ -41,9 +46,19 @@ fn model_site_d(p: *mut u8, l: Layout, n: usize) -> *mut u8 {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { site_b: bool, size: usize, align_log: u8 },
-    Realloc { pick: usize, site_d: bool, size: usize },
-    Free { pick: usize },
+    Alloc {
+        site_b: bool,
+        size: usize,
+        align_log: u8,
+    },
+    Realloc {
+        pick: usize,
+        site_d: bool,
+        size: usize,
+    },
+    Free {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -53,9 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
             size,
             align_log
         }),
-        (any::<usize>(), any::<bool>(), 1usize..9000).prop_map(|(pick, site_d, size)| {
-            Op::Realloc { pick, site_d, size }
-        }),
+        (any::<usize>(), any::<bool>(), 1usize..9000)
+            .prop_map(|(pick, site_d, size)| { Op::Realloc { pick, site_d, size } }),
         any::<usize>().prop_map(|pick| Op::Free { pick }),
     ]
 }

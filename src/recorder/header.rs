@@ -355,7 +355,11 @@ mod miri_table {
             }
             let h = home(k);
             // Move `k` into the hole at `i` unless its home lies in `(i, j]`.
-            let stays = if i <= j { i < h && h <= j } else { i < h || h <= j };
+            let stays = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
             if !stays {
                 SLOTS[i].store(k, Relaxed);
                 i = j;

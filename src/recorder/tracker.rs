@@ -4,8 +4,8 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use super::header;
 use super::book::MAX_SITES;
+use super::header;
 use super::record::{self, Recording};
 use super::sampling::{self, DEFAULT_SAMPLE_INTERVAL};
 use super::stack::Unwinder;

@@ -25,7 +25,11 @@ fn step(path: u64, depth: u32, size: usize) -> Vec<u8> {
     if depth == 0 {
         return black_box(vec![1u8; size]);
     }
-    if path & 1 == 0 { left(path >> 1, depth - 1, size) } else { right(path >> 1, depth - 1, size) }
+    if path & 1 == 0 {
+        left(path >> 1, depth - 1, size)
+    } else {
+        right(path >> 1, depth - 1, size)
+    }
 }
 
 #[inline(never)]
@@ -60,7 +64,9 @@ fn churn(seed: u64) {
 /// What a child does; returns its exit code (0 = all fine).
 fn child_work(round: usize) -> i32 {
     // Allocates and frees its own memory, at new stacks too.
-    let mine: Vec<Vec<u8>> = (0..200).map(|i| step((round * 1000 + i) as u64, 10, 32 + i)).collect();
+    let mine: Vec<Vec<u8>> = (0..200)
+        .map(|i| step((round * 1000 + i) as u64, 10, 32 + i))
+        .collect();
     // Frees blocks the parent's other threads allocated.
     for slot in &SLOT {
         let p = slot.swap(std::ptr::null_mut(), AcqRel);
@@ -71,13 +77,17 @@ fn child_work(round: usize) -> i32 {
     }
     // Takes a snapshot, and (every fourth child) symbolizes it.
     let snap = leakscope::snapshot();
-    if round % 4 == 0 {
+    if round.is_multiple_of(4) {
         let text = snap.to_string();
         if !text.starts_with("Heap:") {
             return 2;
         }
     }
-    if snap.sites().iter().any(|s| s.live_bytes() > s.total_bytes()) {
+    if snap
+        .sites()
+        .iter()
+        .any(|s| s.live_bytes() > s.total_bytes())
+    {
         return 3;
     }
     drop(mine);
@@ -88,7 +98,9 @@ fn child_work(round: usize) -> i32 {
 /// of hung children and of children that exited with an error.
 pub fn run(forks: usize, deadline: Duration) -> (usize, usize) {
     STOP.store(false, Relaxed);
-    let workers: Vec<_> = (0..2u64).map(|t| std::thread::spawn(move || churn(t << 40))).collect();
+    let workers: Vec<_> = (0..2u64)
+        .map(|t| std::thread::spawn(move || churn(t << 40)))
+        .collect();
     let reporter = std::thread::spawn(|| {
         while !STOP.load(Relaxed) {
             black_box(leakscope::snapshot().to_string().len());
