@@ -11,10 +11,22 @@ use super::sampling::{self, DEFAULT_SAMPLE_INTERVAL};
 use super::stack::Unwinder;
 
 /// The default of [`Tracker::max_sites`]: 65,536 distinct stacks.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(leakscope::DEFAULT_MAX_SITES, 65_536);
+/// ```
 pub const DEFAULT_MAX_SITES: usize = 1 << 16;
 
 /// The largest value [`Tracker::max_sites`] takes (2^20); larger ones are
 /// clamped to it.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(leakscope::MAX_SITES_LIMIT, 1 << 20);
+/// ```
 pub const MAX_SITES_LIMIT: usize = MAX_SITES;
 
 /// A global allocator that records which call stacks hold the live heap.
