@@ -55,4 +55,7 @@ mod report;
 pub use error::Error;
 pub use leaks::{LeakCheck, Monitor, MonitorConfig, SiteHistory, Suspect, assert_no_leaks};
 pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
-pub use recorder::{DEFAULT_SAMPLE_INTERVAL, Tracker, Unwinder, set_sample_interval};
+pub use recorder::{
+    DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker, Unwinder,
+    set_sample_interval,
+};

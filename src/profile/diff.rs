@@ -35,6 +35,7 @@ pub struct Diff {
     sites: Vec<SiteDelta>,
     live_bytes_delta: i64,
     live_allocs_delta: i64,
+    folded_stacks: u64,
     sample_interval: u64,
     time: SystemTime,
     base_time: SystemTime,
@@ -101,6 +102,7 @@ impl Diff {
             live_bytes_delta: delta(now.live_bytes, base.live_bytes),
             live_allocs_delta: delta(now.live_allocs, base.live_allocs),
             sites,
+            folded_stacks: now.folded_stacks,
             sample_interval: now.sample_interval,
             time: now.time,
             base_time: base.time,
@@ -120,6 +122,11 @@ impl Diff {
     /// Change of total live allocations.
     pub fn live_allocs_delta(&self) -> i64 {
         self.live_allocs_delta
+    }
+
+    /// [`Snapshot::folded_stacks`] of the later snapshot.
+    pub fn folded_stacks(&self) -> u64 {
+        self.folded_stacks
     }
 
     /// The sample interval of the later snapshot.

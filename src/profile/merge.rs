@@ -26,10 +26,13 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::frame::Frame;
-use super::symbolize::SiteStack;
+use super::symbolize::{SiteStack, with_symbol_lock};
 
-/// The process-wide mapping. Held only at query time, for the few
-/// instructions of a lookup or an insert: symbolization runs outside it.
+/// The process-wide mapping. Locked only at query time, and only under the
+/// symbol lock (`with_symbol_lock`), so its mutex is never contended and no
+/// other thread holds it at a fork; held for a lookup or an insert only
+/// (every stack it compares is symbolized before, outside both locks: the
+/// symbol lock is not reentrant).
 struct Table {
     /// Raw site id -> site id, for raw ids `0..of_raw.len()`.
     of_raw: Vec<u32>,
@@ -66,7 +69,7 @@ pub(crate) struct Merged {
 /// returns them) to sites, symbolizing the ones never seen before. Must run
 /// under the guard (symbolization allocates).
 pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
-    let known = table().of_raw.len();
+    let known = with_symbol_lock(|| table().of_raw.len());
     if known < raw.len() {
         // Symbolize the new raw stacks outside the lock: that is the slow
         // part, and two threads asking at once may both do it (the second
@@ -79,20 +82,24 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
                 s
             })
             .collect();
-        let mut t = table();
-        for (i, stack) in fresh.into_iter().enumerate() {
-            if known + i < t.of_raw.len() {
-                continue; // mapped meanwhile by another query
+        with_symbol_lock(|| {
+            let mut t = table();
+            for (i, stack) in fresh.into_iter().enumerate() {
+                if known + i < t.of_raw.len() {
+                    continue; // mapped meanwhile by another query
+                }
+                let site = t.site_of(stack);
+                t.of_raw.push(site);
             }
-            let site = t.site_of(stack);
-            t.of_raw.push(site);
+        });
+    }
+    with_symbol_lock(|| {
+        let t = table();
+        Merged {
+            of_raw: t.of_raw[..raw.len().min(t.of_raw.len())].to_vec(),
+            stacks: t.stacks.clone(),
         }
-    }
-    let t = table();
-    Merged {
-        of_raw: t.of_raw[..raw.len().min(t.of_raw.len())].to_vec(),
-        stacks: t.stacks.clone(),
-    }
+    })
 }
 
 impl Table {
@@ -141,9 +148,11 @@ fn same_source(a: &[Frame], b: &[Frame]) -> bool {
 /// Approximate bytes held by the table (the frames themselves are counted
 /// with the symbol cache).
 pub(crate) fn overhead_bytes() -> u64 {
-    let t = table();
-    (t.of_raw.capacity() * 4
-        + t.stacks.capacity() * std::mem::size_of::<SiteStack>()
-        + t.by_hash.capacity() * (8 + std::mem::size_of::<Vec<u32>>())
-        + t.by_hash.values().map(|v| v.capacity() * 4).sum::<usize>()) as u64
+    with_symbol_lock(|| {
+        let t = table();
+        (t.of_raw.capacity() * 4
+            + t.stacks.capacity() * std::mem::size_of::<SiteStack>()
+            + t.by_hash.capacity() * (8 + std::mem::size_of::<Vec<u32>>())
+            + t.by_hash.values().map(|v| v.capacity() * 4).sum::<usize>()) as u64
+    })
 }

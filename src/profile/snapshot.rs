@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub(super) total_bytes: u64,
     pub(super) total_allocs: u64,
     pub(super) tracker_bytes: u64,
+    /// About how many distinct stacks the full site table charged to the
+    /// `[other]` site (see `Tracker::max_sites`).
+    pub(super) folded_stacks: u64,
     pub(super) sample_interval: u64,
     pub(super) taken_us: u64,
     pub(super) time: SystemTime,
@@ -53,9 +56,14 @@ pub struct Snapshot {
 pub fn snapshot() -> Snapshot {
     Guard::run(|| {
         let time = SystemTime::now();
-        let raw_stacks = recorder::site_stacks();
-        let totals = recorder::site_totals(raw_stacks.len());
-        let blocks = recorder::live_blocks();
+        // One view, read in the order that keeps live <= total per site
+        // (see `recorder::heap_view`).
+        let recorder::HeapView {
+            stacks: raw_stacks,
+            blocks,
+            totals,
+            folded_stacks,
+        } = recorder::heap_view();
         let taken_us = recorder::now_us();
         let merged = merge::merge(&raw_stacks);
         let n = merged.stacks.len();
@@ -97,16 +105,17 @@ pub fn snapshot() -> Snapshot {
                 taken_us,
             });
         }
-        let tracker_bytes = recorder::overhead_bytes(&raw_stacks)
-            + symbolize::overhead_bytes()
-            + merge::overhead_bytes();
-        Snapshot::from_sites(
+        let tracker_bytes =
+            recorder::overhead_bytes() + symbolize::overhead_bytes() + merge::overhead_bytes();
+        let mut snap = Snapshot::from_sites(
             sites,
             tracker_bytes,
             recorder::current_interval(),
             taken_us,
             time,
-        )
+        );
+        snap.folded_stacks = folded_stacks;
+        snap
     })
 }
 
@@ -176,6 +185,7 @@ impl Snapshot {
             total_allocs: sites.iter().map(|s| s.total_allocs).sum(),
             sites,
             tracker_bytes,
+            folded_stacks: 0,
             sample_interval,
             taken_us,
             time,
@@ -202,10 +212,30 @@ impl Snapshot {
         self.total_allocs
     }
 
-    /// Memory the tracker itself holds: per-thread books, the site table, the
-    /// symbol cache, and the headers of live recorded blocks.
+    /// Memory the tracker itself holds: per-thread books and their counter
+    /// chunks, the site table (its index, every interned stack, the overflow
+    /// sketch), the thread registry, the symbol cache, and the headers and
+    /// padding of live recorded blocks.
     pub fn tracker_bytes(&self) -> u64 {
         self.tracker_bytes
+    }
+
+    /// About how many distinct call stacks were charged to the `[other]`
+    /// site because the site table was full (see
+    /// [`Tracker::max_sites`](crate::Tracker::max_sites)); 0 if it never
+    /// filled. An estimate (a fixed-size sketch of their hashes, about 3%
+    /// standard error): the stacks themselves are not kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// if snap.folded_stacks() > 0 {
+    ///     println!("site table full: ~{} stacks in [other]", snap.folded_stacks());
+    /// }
+    /// ```
+    pub fn folded_stacks(&self) -> u64 {
+        self.folded_stacks
     }
 
     /// Sites with recorded activity, largest live bytes first.
@@ -270,13 +300,15 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            Snapshot::from_sites(
+            let mut snap = Snapshot::from_sites(
                 sites,
                 self.tracker_bytes,
                 self.sample_interval,
                 self.taken_us,
                 self.time,
-            )
+            );
+            snap.folded_stacks = self.folded_stacks;
+            snap
         })
     }
 }

@@ -1,13 +1,15 @@
 //! Address -> function, file, line: at query time only, each distinct address
 //! once per process (cached), never on the allocation path.
 
+use std::cell::UnsafeCell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use dashmap::DashMap;
-use once_cell::sync::{Lazy, OnceCell};
+use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
-use crate::recorder::Guard;
+use crate::recorder::{Guard, OTHER_FRAME, SpinLock};
 
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
 /// allocation shims, all trimmed off the top of every stack.
@@ -36,15 +38,130 @@ fn is_alloc_shim(name: &str) -> bool {
     )
 }
 
-static CACHE: Lazy<DashMap<usize, Arc<[Frame]>>> = Lazy::new(DashMap::new);
+/// The symbol cache and the right to call the symbolizer, under one lock.
+///
+/// Why one lock for both, and a spin lock: a forked child must be able to
+/// symbolize. A lock that a parent thread held at the fork would stay held in
+/// the child forever, so `fork::prepare` (below) takes this lock and the
+/// handlers release it on both sides; a concurrent map's shard locks could
+/// not be taken from outside. The same lock serialises our calls into the
+/// `backtrace` symbolizer, so in a forked child (only) we can call
+/// `resolve_unsynchronized`: `backtrace::resolve` takes the crate's own
+/// global mutex, which a thread *outside* leakscope could have held at the
+/// fork, and which nothing would ever release in the child.
+///
+/// Lock order: taken before any recorder lock (its fork handler is
+/// registered after the recorder's, so its `prepare` runs first), and no
+/// recorder lock is ever held while waiting for it.
+struct Symbols {
+    lock: SpinLock,
+    cache: UnsafeCell<BTreeMap<usize, Arc<[Frame]>>>,
+}
+
+// SAFETY: `cache` is only touched by the holder of `lock`.
+unsafe impl Sync for Symbols {}
+
+static SYMBOLS: Symbols = Symbols {
+    lock: SpinLock::new(),
+    cache: UnsafeCell::new(BTreeMap::new()),
+};
+
+/// Set in a forked child: symbolize without `backtrace`'s global lock.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// Runs `f` on the cache with the lock held (and the fork handlers in place).
+fn with_cache<R>(f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R) -> R {
+    fork::install();
+    let _g = SYMBOLS.lock.lock();
+    // SAFETY: we hold the lock, so no one else touches the cache.
+    f(unsafe { &mut *SYMBOLS.cache.get() })
+}
+
+#[cfg(unix)]
+mod fork {
+    use std::sync::Once;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::{FORKED, SYMBOLS};
+
+    pub(super) fn install() {
+        static ONCE: Once = Once::new();
+        if ONCE.is_completed() {
+            return;
+        }
+        ONCE.call_once(|| {
+            // First the recorder's, so ours run first in `prepare`.
+            crate::recorder::install_fork_handlers();
+            // SAFETY: the handlers are `extern "C"` functions that never
+            // unwind; registering them has no other effect.
+            unsafe {
+                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+            }
+        });
+    }
+
+    extern "C" fn prepare() {
+        SYMBOLS.lock.acquire();
+    }
+
+    extern "C" fn parent() {
+        SYMBOLS.lock.release();
+    }
+
+    extern "C" fn child() {
+        FORKED.store(true, Relaxed);
+        SYMBOLS.lock.reset();
+    }
+}
+
+#[cfg(not(unix))]
+mod fork {
+    /// No `fork` on this platform.
+    pub(super) fn install() {}
+}
+
+/// Calls `f` for each symbol of `addr`. The caller holds the `SYMBOLS` lock.
+fn resolve(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+    if FORKED.load(Relaxed) {
+        // SAFETY: the unsynchronized resolver must not run concurrently
+        // with another use of `backtrace`'s symbolizer. Ours are serialised
+        // by the `SYMBOLS` lock, which the caller holds, and which no parent
+        // thread held at the fork (the fork handlers took it), so no call of
+        // ours was cut in half either. The residual case, another library
+        // using `backtrace` at the fork or concurrently in the child, is in
+        // RELIABILITY.md.
+        unsafe { backtrace::resolve_unsynchronized(addr as *mut std::ffi::c_void, f) }
+    } else {
+        backtrace::resolve(addr as *mut std::ffi::c_void, f);
+    }
+}
 
 /// The frames of one address, innermost (most inlined) first. Cached.
 fn frames_of(addr: usize) -> Arc<[Frame]> {
-    if let Some(f) = CACHE.get(&addr) {
-        return f.clone();
+    if addr == OTHER_FRAME {
+        // The overflow site of a full site table (`Tracker::max_sites`).
+        return Arc::new([Frame {
+            function: "[other]".into(),
+            file: None,
+            line: None,
+            address: 0,
+            inlined: false,
+        }]);
     }
+    with_cache(|cache| {
+        if let Some(f) = cache.get(&addr) {
+            return f.clone();
+        }
+        let frames = resolve_frames(addr);
+        cache.insert(addr, frames.clone());
+        frames
+    })
+}
+
+/// Symbolizes one address. The caller holds the `SYMBOLS` lock.
+fn resolve_frames(addr: usize) -> Arc<[Frame]> {
     let mut out: Vec<Frame> = Vec::new();
-    backtrace::resolve(addr as *mut std::ffi::c_void, |sym| {
+    resolve(addr, &mut |sym| {
         let function = match sym.name() {
             // `{:#}` drops the trailing `::h0123…` hash.
             Some(n) => format!("{n:#}"),
@@ -77,9 +194,7 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
             }
         }
     }
-    let frames: Arc<[Frame]> = out.into();
-    CACHE.insert(addr, frames.clone());
-    frames
+    out.into()
 }
 
 /// A name without a module path (`generate_string`, `new<T>`), as debug
@@ -214,27 +329,41 @@ fn is_startup(name: &str) -> bool {
         || name.starts_with("std::rt::lang_start")
 }
 
-/// Approximate bytes held by the symbol cache (and the symbol tables read).
+/// Approximate bytes held by the symbol cache: per entry, its frames and
+/// their strings, the `Arc` counts, and a B-tree slot (key, value, a share
+/// of the node); and the symbol tables read (`symtab`).
 pub(crate) fn overhead_bytes() -> u64 {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    let tables = super::symtab::overhead_bytes();
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let tables = 0;
-    tables
-        + CACHE
-            .iter()
-            .map(|e| {
-                e.value()
-                    .iter()
-                    .map(|f| {
-                        (std::mem::size_of::<Frame>()
-                            + f.function.len()
-                            + f.file.as_ref().map_or(0, |s| s.len())) as u64
-                    })
-                    .sum::<u64>()
-                    + 48
-            })
-            .sum::<u64>()
+    with_cache(|cache| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let tables = super::symtab::overhead_bytes();
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let tables = 0;
+        tables
+            + cache
+                .values()
+                .map(|frames| {
+                    frames
+                        .iter()
+                        .map(|f| {
+                            (std::mem::size_of::<Frame>()
+                                + f.function.len()
+                                + f.file.as_ref().map_or(0, |s| s.len()))
+                                as u64
+                        })
+                        .sum::<u64>()
+                        + 16
+                        + 48
+                })
+                .sum::<u64>()
+    })
+}
+
+/// Runs `f` holding the symbol lock (see [`Symbols`]): for the other
+/// query-side tables (`merge`, `symtab`), which are only ever locked under
+/// it, so their own mutexes are never contended and never held by another
+/// thread at a fork. `f` must not symbolize (the lock is not reentrant).
+pub(super) fn with_symbol_lock<R>(f: impl FnOnce() -> R) -> R {
+    with_cache(|_| f())
 }
 
 #[cfg(test)]

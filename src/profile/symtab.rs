@@ -29,7 +29,9 @@ struct Table {
 }
 
 /// Per binary path: its table, or `None` if it has no symbols (stripped) or
-/// could not be read. Behind a mutex because the first lookup reads the file.
+/// could not be read. Locked only under the symbol lock (`full_name` runs
+/// while resolving an address; `overhead_bytes` is called under it), so the
+/// mutex is never contended and no other thread holds it at a fork.
 static TABLES: Mutex<Option<HashMap<String, Option<Arc<Table>>>>> = Mutex::new(None);
 
 /// The demangled full name (without the hash) of the function containing

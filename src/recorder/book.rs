@@ -21,12 +21,14 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering:
 
 use super::guard::Guard;
 use super::live_list::LiveList;
+use super::spin::SpinLock;
 
 /// Sites per counter chunk.
 const CHUNK: usize = 256;
-/// Most sites a book can count (and so most sites in the table).
+/// Most sites the table may intern (`Tracker::max_sites` is clamped to it).
 pub(crate) const MAX_SITES: usize = 1 << 20;
-const DIR: usize = MAX_SITES / CHUNK;
+/// Site ids a book can count: the interned sites plus the overflow site 0.
+const DIR: usize = (MAX_SITES + 1).div_ceil(CHUNK);
 /// Most books (threads recording at once, plus the shared book 0).
 const MAX_BOOKS: usize = 1 << 16;
 /// Entries in a book's direct-mapped stack-hash -> site cache.
@@ -89,7 +91,9 @@ static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] =
 static BOOK_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises creating and handing out books (rare: once per thread).
 /// Lock order: `POOL` is taken alone; nothing else is locked while it is held.
-static POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A spin lock rather than a mutex so the fork handlers can hold it across a
+/// fork (see `fork`).
+static POOL: SpinLock = SpinLock::new();
 
 impl Book {
     /// A fresh book, leaked. Returns `None` if the inner allocator is out of
@@ -310,13 +314,15 @@ pub(crate) fn current() -> &'static Book {
 fn acquire() -> &'static Book {
     // Creating a book and registering the exit hook allocate: unrecorded.
     let _guard = Guard::enter();
+    // Before this thread takes any tracker lock.
+    super::fork::install();
     let exiting = CURRENT.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.
         return shared();
     }
     let book = {
-        let _pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let _pool = POOL.lock();
         let n = BOOK_COUNT.load(Acquire);
         let reused = (1..n).find_map(|i| {
             let p = BOOKS[i].load(Acquire);
@@ -375,6 +381,52 @@ fn all() -> impl Iterator<Item = &'static Book> {
         // SAFETY: published books are leaked boxes, never freed.
         (!p.is_null()).then(|| unsafe { &*p })
     }))
+}
+
+/// Takes the pool lock for a fork (`fork::prepare`): no book is created or
+/// handed out until [`unlock_pool`].
+pub(crate) fn lock_pool() {
+    POOL.acquire();
+}
+
+/// Releases the lock taken by [`lock_pool`].
+pub(crate) fn unlock_pool() {
+    POOL.release();
+}
+
+/// Takes every live list's lock of every book, for a fork. The pool lock is
+/// held, so the set of books cannot change meanwhile.
+pub(crate) fn lock_lists() {
+    for book in all() {
+        for list in &book.lists {
+            list.lock_for_fork();
+        }
+    }
+}
+
+/// Releases the locks taken by [`lock_lists`].
+pub(crate) fn unlock_lists() {
+    for book in all() {
+        for list in &book.lists {
+            list.unlock_for_fork();
+        }
+    }
+}
+
+/// In a forked child (every tracker lock held): the books of the parent's
+/// other threads, which do not exist here, go back to the pool for the
+/// child's own threads. Their counters and live blocks stay where they are:
+/// the blocks are still the child's memory, and a free finds them through
+/// their header as before.
+pub(crate) fn forget_other_threads() {
+    let mine = CURRENT
+        .try_with(|s| s.book.get())
+        .unwrap_or(std::ptr::null());
+    for book in all().filter(|b| !b.shared) {
+        if !std::ptr::eq(book, mine) {
+            book.in_use.store(false, Relaxed);
+        }
+    }
 }
 
 /// Sums the counters of sites `0..nsites` over all books.

@@ -43,6 +43,12 @@ fn epoch() -> &'static Epoch {
     })
 }
 
+/// Sets the epoch if it is not set yet (before a fork, so that no thread is
+/// inside its initialiser when the child is made).
+pub(crate) fn init() {
+    let _ = epoch();
+}
+
 /// Microseconds since the epoch, precise. For queries (snapshots, leak
 /// checks); recorded births use [`birth_us`].
 pub(crate) fn now_us() -> u64 {

@@ -12,7 +12,7 @@
 //!   was measured at 25-30 instructions per call).
 //!
 //! **Every tracker path that can allocate must run inside [`Guard`].** While
-//! the guard is held, allocations made on this thread (by dashmap growing, by
+//! the guard is held, allocations made on this thread (by the site table growing, by
 //! a lock parking, by symbolization, by building a snapshot) go straight to
 //! the inner allocator and are never recorded, so the tracker never recurses
 //! into itself and never shows its own memory as a site.

@@ -12,7 +12,9 @@
 //! bytes (the page is mapped because the block's first byte is in it) and
 //! compare them with `magic(p)`; a pointer with `p % 4096 < 8` is never
 //! recorded. This test is a load and a compare: no lock, no lookup, no shared
-//! write, in every mode.
+//! write, in every mode. The load is an `asm!` block, not a Rust read, since
+//! those bytes are not ours (see `word_below`); under Miri a side table
+//! stands in for it.
 //!
 //! **Invariant (small alignments):** a recorded block whose alignment is at
 //! most 8 sits at `p % 16 == 8`. The free of such a block (the caller passes
@@ -200,12 +202,172 @@ pub(crate) unsafe fn is_recorded(user: *mut u8, align: usize) -> bool {
     }
     // SAFETY: `addr - 8 .. addr` lies in the same page as `addr` (checked just
     // above: bit 3 set also means a page offset of at least 8), and that page
-    // is mapped because the caller's live block starts
-    // at `addr`. The bytes may belong to anything (allocator metadata, the
-    // tail of another block); we only compare them, never trust them, and an
-    // unaligned read of 8 bytes cannot fault within a mapped page.
-    let word = unsafe { std::ptr::read_unaligned((addr - 8) as *const u64) };
+    // is mapped because the caller's live block starts at `addr`. See
+    // `word_below` for why the load is sound although those bytes are not
+    // ours.
+    let word = unsafe { word_below(addr) };
     word == magic(addr)
+}
+
+/// The 8 bytes just below `addr`, which may belong to anything (allocator
+/// metadata, the tail of another block, a freed block): we only compare them,
+/// never trust them.
+///
+/// A Rust load of them would be undefined behaviour (they lie outside the
+/// allocation the caller's pointer belongs to), however harmless on the
+/// hardware. So the load is an `asm!` block, which the compiler cannot see
+/// through: its effect on the abstract machine is only "returns some `u64`"
+/// (it writes nothing, `readonly`), which Rust code could also do, and at the
+/// machine level it is an ordinary 8-byte load from a mapped page, which
+/// cannot fault and has no data-race semantics on x86-64 or aarch64 (an
+/// unaligned load is allowed on both for normal memory). AddressSanitizer
+/// does not instrument inline assembly, so it is not reported either.
+///
+/// # Safety
+/// `addr - 8 .. addr` must lie in a mapped page (the same page as a live
+/// block's first byte).
+#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
+#[inline(always)]
+unsafe fn word_below(addr: usize) -> u64 {
+    let word: u64;
+    // SAFETY: see above; the block reads 8 bytes of a mapped page, writes no
+    // memory, does not touch the stack or the flags.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        std::arch::asm!(
+            "mov {word}, qword ptr [{p}]",
+            p = in(reg) addr - 8,
+            word = lateout(reg) word,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    // SAFETY: as above.
+    #[cfg(target_arch = "aarch64")]
+    unsafe {
+        std::arch::asm!(
+            "ldr {word}, [{p}]",
+            p = in(reg) addr - 8,
+            word = lateout(reg) word,
+            options(readonly, nostack, preserves_flags),
+        );
+    }
+    word
+}
+
+/// Under Miri (which cannot run `asm!`, and would rightly flag a Rust load
+/// outside the allocation), recorded blocks are also kept in a side table,
+/// and only a block the table holds has its own header read.
+///
+/// # Safety
+/// As the other version.
+#[cfg(miri)]
+#[inline(always)]
+unsafe fn word_below(addr: usize) -> u64 {
+    if miri_table::contains(addr) {
+        // SAFETY: a block in the table is recorded: these are its header's
+        // last 8 bytes, inside the inner block we allocated.
+        unsafe { std::ptr::read_unaligned((addr - 8) as *const u64) }
+    } else {
+        0
+    }
+}
+
+/// Other targets (no `asm!` load here yet): a plain unaligned read of the
+/// mapped bytes. **Not covered by the no-UB guarantee** (RELIABILITY.md):
+/// harmless on the hardware, outside the abstract machine's rules.
+///
+/// # Safety
+/// As the other version.
+#[cfg(all(not(any(target_arch = "x86_64", target_arch = "aarch64")), not(miri)))]
+#[inline(always)]
+unsafe fn word_below(addr: usize) -> u64 {
+    // SAFETY: the page is mapped (caller's contract); see the doc comment.
+    unsafe { std::ptr::read_unaligned((addr - 8) as *const u64) }
+}
+
+/// The recorded blocks, for Miri only (see `word_below`): a fixed-size open
+/// addressing set of user pointers (no allocation, so it can be used from
+/// any allocator call), under a spin lock taken inside a live list's lock.
+/// Miri runs are small: past `CAP / 2` live recorded blocks the process
+/// aborts rather than hand out a block it could not recognise.
+#[cfg(miri)]
+mod miri_table {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    use super::super::spin::SpinLock;
+
+    const CAP: usize = 1 << 16;
+    static LOCK: SpinLock = SpinLock::new();
+    static SLOTS: [AtomicUsize; CAP] = [const { AtomicUsize::new(0) }; CAP];
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+
+    fn home(key: usize) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16) & (CAP - 1)
+    }
+
+    pub(super) fn contains(key: usize) -> bool {
+        let _g = LOCK.lock();
+        let mut i = home(key);
+        loop {
+            match SLOTS[i].load(Relaxed) {
+                0 => return false,
+                k if k == key => return true,
+                _ => i = (i + 1) & (CAP - 1),
+            }
+        }
+    }
+
+    pub(super) fn insert(key: usize) {
+        let _g = LOCK.lock();
+        if LEN.load(Relaxed) >= CAP / 2 {
+            std::process::abort();
+        }
+        let mut i = home(key);
+        loop {
+            match SLOTS[i].load(Relaxed) {
+                0 => break,
+                k if k == key => return,
+                _ => i = (i + 1) & (CAP - 1),
+            }
+        }
+        SLOTS[i].store(key, Relaxed);
+        LEN.fetch_add(1, Relaxed);
+    }
+
+    /// Removes `key`, shifting later entries of its probe run back so that
+    /// no tombstones accumulate.
+    pub(super) fn remove(key: usize) {
+        let _g = LOCK.lock();
+        let mut i = home(key);
+        loop {
+            match SLOTS[i].load(Relaxed) {
+                0 => return,
+                k if k == key => break,
+                _ => i = (i + 1) & (CAP - 1),
+            }
+        }
+        let mut j = i;
+        loop {
+            j = (j + 1) & (CAP - 1);
+            let k = SLOTS[j].load(Relaxed);
+            if k == 0 {
+                break;
+            }
+            let h = home(k);
+            // Move `k` into the hole at `i` unless its home lies in `(i, j]`.
+            let stays = if i <= j {
+                i < h && h <= j
+            } else {
+                i < h || h <= j
+            };
+            if !stays {
+                SLOTS[i].store(k, Relaxed);
+                i = j;
+            }
+        }
+        SLOTS[i].store(0, Relaxed);
+        LEN.fetch_sub(1, Relaxed);
+    }
 }
 
 /// # Safety
@@ -222,6 +384,8 @@ pub(crate) unsafe fn read(user: *mut u8) -> Header {
 pub(crate) unsafe fn write(user: *mut u8, h: &Header) {
     // SAFETY: guaranteed by the caller.
     unsafe { std::ptr::write_unaligned(user.sub(HEADER_SIZE) as *mut Header, *h) }
+    #[cfg(miri)]
+    miri_table::insert(user as usize);
 }
 
 /// Clears the magic so the block is no longer recognised.
@@ -230,6 +394,8 @@ pub(crate) unsafe fn write(user: *mut u8, h: &Header) {
 /// As [`write`].
 #[inline]
 pub(crate) unsafe fn clear_magic(user: *mut u8) {
+    #[cfg(miri)]
+    miri_table::remove(user as usize);
     // SAFETY: guaranteed by the caller; the magic is the header's last word.
     unsafe { std::ptr::write_unaligned(user.sub(8) as *mut u64, 0) }
 }

@@ -76,6 +76,16 @@ impl LiveList {
         }
     }
 
+    /// Takes the lock with no guard, for a fork (`fork::prepare`).
+    pub(crate) fn lock_for_fork(&self) {
+        self.lock.acquire();
+    }
+
+    /// Releases the lock taken by [`LiveList::lock_for_fork`].
+    pub(crate) fn unlock_for_fork(&self) {
+        self.lock.release();
+    }
+
     /// Calls `f` with the header of every block in the list, holding the lock
     /// (so `f` must not allocate: it copies into pre-reserved space).
     pub(crate) fn walk(&self, mut f: impl FnMut(&Header)) {

@@ -17,6 +17,7 @@
 
 mod book;
 mod clock;
+mod fork;
 mod guard;
 mod header;
 mod live_list;
@@ -32,7 +33,7 @@ use std::sync::Arc;
 
 pub use sampling::{DEFAULT_SAMPLE_INTERVAL, set_sample_interval};
 pub use stack::Unwinder;
-pub use tracker::Tracker;
+pub use tracker::{DEFAULT_MAX_SITES, MAX_SITES_LIMIT, Tracker};
 
 // The read-only interface of the query side. Each item only reads (or, for
 // the guard, marks the calling thread); none of them is called from inside
@@ -42,6 +43,51 @@ pub(crate) use clock::{instant_of, now_us};
 pub(crate) use guard::Guard;
 pub(crate) use record::{est_bytes, est_count};
 pub(crate) use sampling::current_interval;
+pub(crate) use sites::OTHER_FRAME;
+pub(crate) use spin::SpinLock;
+
+/// Registers the recorder's fork handlers now if no recorded event has yet
+/// (the query side registers its own after these, so that its `prepare`
+/// runs first: see the lock order in ARCHITECTURE.md).
+pub(crate) fn install_fork_handlers() {
+    fork::install();
+}
+
+/// The recorder's state at one moment, as a snapshot needs it.
+pub(crate) struct HeapView {
+    /// The raw stack of every site, indexed by site id (innermost frame
+    /// first); id 0 is the overflow site, whose only frame is [`OTHER_FRAME`].
+    pub(crate) stacks: Vec<Arc<[usize]>>,
+    /// Every live recorded block (of any site id, also ids past `stacks`).
+    pub(crate) blocks: Vec<LiveBlock>,
+    /// The counters of each site in `stacks`, summed over every book.
+    pub(crate) totals: Vec<Totals>,
+    /// About how many distinct stacks were charged to the overflow site.
+    pub(crate) folded_stacks: u64,
+}
+
+/// Copies the recorder's state. Must run under the guard.
+///
+/// **Consistent per site:** every block in `blocks` of a site in `stacks` is
+/// counted in that site's `totals`, so live <= total whatever other threads
+/// do. That holds because of the order: the stacks first (fixing the sites),
+/// the live lists next, the counters last; and a block is counted before it
+/// is linked (`record`), the link and the copy ordered by the list's lock.
+/// (Frees are unlinked before they are counted, which can only make live
+/// smaller than allocated minus freed for a moment, never larger than
+/// allocated.)
+pub(crate) fn heap_view() -> HeapView {
+    let stacks = sites::all_stacks();
+    let blocks = book::live_blocks();
+    let totals = book::gather(stacks.len());
+    let folded_stacks = sites::folded_stacks();
+    HeapView {
+        stacks,
+        blocks,
+        totals,
+        folded_stacks,
+    }
+}
 
 /// The raw stack of every site, indexed by site id (innermost frame first).
 /// Must run under the guard.
@@ -54,13 +100,9 @@ pub(crate) fn site_totals(nsites: usize) -> Vec<Totals> {
     book::gather(nsites)
 }
 
-/// A copy of every live recorded block. Must run under the guard.
-pub(crate) fn live_blocks() -> Vec<LiveBlock> {
-    book::live_blocks()
-}
-
 /// Bytes the recorder itself holds: books, counter chunks, block headers and
-/// padding, and the site table for `stacks` (as returned by [`site_stacks`]).
-pub(crate) fn overhead_bytes(stacks: &[Arc<[usize]>]) -> u64 {
-    book::overhead_bytes() + sites::overhead_bytes(stacks)
+/// padding, the site table (its index, its stacks, the sketch) and the thread
+/// registry.
+pub(crate) fn overhead_bytes() -> u64 {
+    book::overhead_bytes() + sites::overhead_bytes() + registry::overhead_bytes()
 }

@@ -39,15 +39,24 @@ pub(crate) fn est_count(weight: f32) -> u64 {
     }
 }
 
-/// Captures the stack and finds its site. Under the guard.
-#[inline(always)]
-fn site_here(unwinder: Unwinder, book: &Book) -> u32 {
-    let mut stack = Stack::new();
-    stack::capture(unwinder, &mut stack);
-    sites::site_of(&stack, book)
+/// How a tracker records: its stack capture and its site cap. Fixed by the
+/// tracker's `const` configuration and passed down to each recorded event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Recording {
+    pub(crate) unwinder: Unwinder,
+    /// Most distinct stacks interned; see `sites`.
+    pub(crate) max_sites: u32,
 }
 
-/// Writes the header of a freshly placed block, links it and counts it.
+/// Captures the stack and finds its site. Under the guard.
+#[inline(always)]
+fn site_here(how: Recording, book: &Book) -> u32 {
+    let mut stack = Stack::new();
+    stack::capture(how.unwinder, &mut stack);
+    sites::site_of(&stack, book, how.max_sites)
+}
+
+/// Writes the header of a freshly placed block, counts it and links it.
 ///
 /// # Safety
 /// `user` must have `header::HEADER_SIZE` bytes of ours below it.
@@ -70,14 +79,19 @@ unsafe fn book_new(
         weight,
         clock::birth_us(),
     );
-    // SAFETY: guaranteed by the caller.
-    unsafe { book.list_of(user as usize).link_new(user as usize, h) };
+    // Counted before it is linked: a snapshot copies the lists first and
+    // reads the counters after, so every block it sees is already in its
+    // site's totals (live <= total, see `super::heap_view`). The list lock
+    // orders the two: our counter stores come before the unlock that
+    // publishes the link, the snapshot's counter loads after its lock.
     book.count_alloc(
         site,
         est_bytes(size as u64, weight),
         est_count(weight),
         header::pad(align),
     );
+    // SAFETY: guaranteed by the caller.
+    unsafe { book.list_of(user as usize).link_new(user as usize, h) };
 }
 
 /// Takes a recorded block out of the books: unlinks it and clears its magic.
@@ -138,7 +152,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     layout: Layout,
     zeroed: bool,
     weight: f32,
-    unwinder: Unwinder,
+    how: Recording,
 ) -> *mut u8 {
     // SAFETY: (all plain forwards below) the caller's `layout` contract.
     let plain = || unsafe {
@@ -155,7 +169,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
         return plain();
     };
     let book = book::current();
-    let site = site_here(unwinder, book);
+    let site = site_here(how, book);
     // SAFETY: `il` has a non-zero size (it includes the header).
     let base = unsafe {
         if zeroed {
@@ -206,7 +220,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
     layout: Layout,
     new_size: usize,
     weight: f32,
-    unwinder: Unwinder,
+    how: Recording,
 ) -> *mut u8 {
     // SAFETY: the caller's contract.
     let plain = || unsafe { inner.realloc(ptr, layout, new_size) };
@@ -219,7 +233,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
         return plain();
     };
     let book = book::current();
-    let site = site_here(unwinder, book);
+    let site = site_here(how, book);
     // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).
     let base = unsafe { inner.realloc(ptr, layout, il.size()) };
     if base.is_null() {
@@ -248,7 +262,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
     layout: Layout,
     new_size: usize,
     weight: Option<f32>,
-    unwinder: Unwinder,
+    how: Recording,
 ) -> *mut u8 {
     let guard = Guard::enter();
     // SAFETY: valid layout by the caller's contract.
@@ -267,7 +281,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
         }
     };
     let book = book::current();
-    let site = site_here(unwinder, book);
+    let site = site_here(how, book);
     // SAFETY: recorded blocks always have an inner layout.
     let old_il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
     // SAFETY: `ptr` is recorded (caller's contract).

@@ -9,8 +9,8 @@
 //! thread-locals are freed; both happen under the registry's lock, and so
 //! does every use of the addresses. After a `fork`, the child's copy would
 //! name the parent's other threads, which do not exist in the child (and
-//! whose memory glibc hands to the child's new threads): a `pthread_atfork`
-//! handler empties it in the child, with the lock held across the fork so the
+//! whose memory glibc hands to the child's new threads): the fork handlers
+//! (`fork`) empty it in the child, with the lock held across the fork so the
 //! list is never copied half-updated.
 //!
 //! Lock order: the registry lock is taken alone. It is a spin lock (the fork
@@ -96,7 +96,7 @@ pub(crate) fn register(s: &ThreadState) {
     let Some(_guard) = Guard::enter() else {
         return;
     };
-    fork::install();
+    super::fork::install();
     if REGISTRATION.try_with(|_| ()).is_err() {
         // The thread is exiting: its destructor cannot be registered.
         s.registered.set(2);
@@ -116,55 +116,35 @@ pub(crate) fn register(s: &ThreadState) {
     }
 }
 
-#[cfg(unix)]
-mod fork {
-    use std::sync::Once;
-
-    use super::super::guard::STATE;
-    use super::REGISTRY;
-
-    /// Registers the fork handlers, once per process.
-    pub(super) fn install() {
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            // SAFETY: the handlers are `extern "C"` functions that never
-            // unwind; registering them has no other effect.
-            unsafe {
-                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-            }
-        });
-    }
-
-    /// Before `fork`: hold the lock, so the child gets a consistent list.
-    extern "C" fn prepare() {
-        REGISTRY.lock.acquire();
-    }
-
-    extern "C" fn parent() {
-        REGISTRY.lock.release();
-    }
-
-    /// In the child, which has only the forking thread: forget every entry
-    /// (the other threads do not exist here) and let the forking thread
-    /// register again on its next allocation.
-    extern "C" fn child() {
-        // SAFETY: we hold the lock (taken in `prepare`, copied held into the
-        // child) and the child has no other thread. `clear` frees nothing.
-        unsafe { (*REGISTRY.threads.get()).clear() };
-        let _ = STATE.try_with(|s| {
-            if s.registered.get() == 1 {
-                s.registered.set(0);
-                s.countdown.store(0, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        REGISTRY.lock.release();
-    }
+/// Takes the registry lock for a fork (`fork::prepare`).
+pub(crate) fn lock() {
+    REGISTRY.lock.acquire();
 }
 
-#[cfg(not(unix))]
-mod fork {
-    /// No `fork` on this platform.
-    pub(super) fn install() {}
+/// Releases the lock taken by [`lock`].
+pub(crate) fn unlock() {
+    REGISTRY.lock.release();
+}
+
+/// In a forked child, with the lock held by `fork::prepare`: forget every
+/// entry (the other threads do not exist here) and let the forking thread
+/// register again on its next slow path.
+pub(crate) fn forget_other_threads() {
+    // SAFETY: the caller holds the lock (taken in `prepare`, copied held
+    // into the child) and the child has no other thread. `clear` frees
+    // nothing.
+    unsafe { (*REGISTRY.threads.get()).clear() };
+    let _ = STATE.try_with(|s| {
+        if s.registered.get() == 1 {
+            s.registered.set(0);
+            s.countdown.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
+
+/// Bytes held by the registry's list.
+pub(crate) fn overhead_bytes() -> u64 {
+    locked(|threads| (threads.capacity() * std::mem::size_of::<usize>()) as u64)
 }
 
 #[cfg(all(test, unix))]

@@ -5,68 +5,318 @@
 //! site id), so the shared table is touched once per distinct stack per
 //! thread, not once per recorded event. The cache trusts the 64-bit hash (it
 //! does not compare the stacks), so two stacks colliding in it would share a
-//! site; the table itself is keyed by the whole stack.
+//! site; the table itself compares whole stacks.
 //!
-//! Lock order: a `TABLE` shard lock, then `STACKS`. `STACKS` alone is taken by
-//! snapshots. Both run only under the guard (dashmap allocates when it grows).
+//! **Bounded:** the table holds at most `max_sites` stacks (the tracker's
+//! `Tracker::max_sites`, at most [`MAX_SITES`]). Once it is full, every new
+//! stack is charged to site 0, the overflow site, whose only frame is the
+//! marker [`OTHER_FRAME`] (shown as `[other]`), and the stack itself is not
+//! kept: only its hash goes into a fixed-size HyperLogLog sketch, which
+//! estimates how many distinct stacks were folded (about 3% standard error).
+//! So past the cap, memory does not grow with the number of new stacks.
+//!
+//! **One spin lock** guards the whole table (not a concurrent map): the fork
+//! handlers must be able to take it from outside, and a miss is rare (once
+//! per new stack per thread). It is taken alone; under it, only the table's
+//! own growth allocates, which runs under the guard (the callers hold it) and
+//! so goes straight to the inner allocator without touching a tracker lock.
 
-use std::sync::{Arc, Mutex};
-
-use dashmap::DashMap;
-use once_cell::sync::Lazy;
+use std::cell::UnsafeCell;
+use std::sync::Arc;
 
 use super::book::{Book, MAX_SITES};
+use super::spin::SpinLock;
 use super::stack::Stack;
 
-static TABLE: Lazy<DashMap<Box<[usize]>, u32>> = Lazy::new(DashMap::new);
+/// The raw "return address" of the overflow site's only frame. No code lives
+/// at the top of the address space, so no captured stack contains it; the
+/// query side shows it as `[other]`.
+pub(crate) const OTHER_FRAME: usize = usize::MAX;
 
-/// Site id -> raw stack. Id 0 is the catch-all used once the table is full.
-static STACKS: Mutex<Vec<Arc<[usize]>>> = Mutex::new(Vec::new());
+/// HyperLogLog registers: 2^10 of them, 1 KiB, about 3.3% standard error.
+const HLL_BITS: u32 = 10;
+const HLL_M: usize = 1 << HLL_BITS;
 
-/// The site id of `stack`, interning it if new. Must run under the guard.
+struct Inner {
+    /// Site id -> raw stack (innermost first). Id 0 is the overflow site.
+    stacks: Vec<Arc<[usize]>>,
+    /// Site id -> the hash of its stack.
+    hashes: Vec<u64>,
+    /// Open addressing, linear probing: slot -> site id, 0 = empty (site 0 is
+    /// never looked up by stack). Its length is 0 or a power of two, at most
+    /// twice the number of sites it may hold plus one.
+    index: Vec<u32>,
+    /// Sketch of the hashes of the stacks folded into site 0.
+    folded: [u8; HLL_M],
+    /// Whether anything was folded at all (the estimate of nothing is 0).
+    any_folded: bool,
+}
+
+struct Table {
+    lock: SpinLock,
+    inner: UnsafeCell<Inner>,
+}
+
+// SAFETY: `inner` is only touched by the holder of `lock`.
+unsafe impl Sync for Table {}
+
+static TABLE: Table = Table {
+    lock: SpinLock::new(),
+    inner: UnsafeCell::new(Inner {
+        stacks: Vec::new(),
+        hashes: Vec::new(),
+        index: Vec::new(),
+        folded: [0; HLL_M],
+        any_folded: false,
+    }),
+};
+
+/// Runs `f` on the table with its lock held. Must run under the guard if `f`
+/// may allocate.
+fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
+    let _g = TABLE.lock.lock();
+    // SAFETY: we hold the lock, so no one else touches the table.
+    f(unsafe { &mut *TABLE.inner.get() })
+}
+
+/// The site id of `stack`, interning it if new, or 0 once `max_sites` sites
+/// exist. Must run under the guard.
 #[inline(always)]
-pub(crate) fn site_of(stack: &Stack, book: &Book) -> u32 {
+pub(crate) fn site_of(stack: &Stack, book: &Book, max_sites: u32) -> u32 {
     let hash = stack.hash();
     match book.cached_site(hash) {
         Some(site) => site,
-        None => miss(stack, hash, book),
+        None => miss(stack, hash, book, max_sites),
     }
 }
 
 /// A stack this thread has not recorded lately: the shared table.
 #[cold]
 #[inline(never)]
-fn miss(stack: &Stack, hash: u64, book: &Book) -> u32 {
-    let site = intern(stack.addrs());
+fn miss(stack: &Stack, hash: u64, book: &Book, max_sites: u32) -> u32 {
+    let site = locked(|t| t.intern(stack.addrs(), hash, max_sites as usize));
     book.cache_site(hash, site);
     site
 }
 
-fn intern(addrs: &[usize]) -> u32 {
-    if let Some(id) = TABLE.get(addrs) {
-        return *id;
-    }
-    *TABLE.entry(addrs.into()).or_insert_with(|| {
-        let mut stacks = STACKS.lock().unwrap_or_else(|e| e.into_inner());
-        if stacks.is_empty() {
-            stacks.push(Arc::from(&[][..]));
+impl Inner {
+    fn intern(&mut self, addrs: &[usize], hash: u64, max_sites: usize) -> u32 {
+        if self.stacks.is_empty() {
+            if self.stacks.try_reserve(16).is_err() || self.hashes.try_reserve(16).is_err() {
+                return 0;
+            }
+            self.stacks.push(Arc::from(&[OTHER_FRAME][..]));
+            self.hashes.push(0);
         }
-        if stacks.len() >= MAX_SITES {
+        if let Some(id) = self.find(addrs, hash) {
+            return id;
+        }
+        let n = self.stacks.len() - 1;
+        if n >= max_sites.min(MAX_SITES) || !self.make_room() {
+            self.fold(hash);
             return 0;
         }
-        stacks.push(Arc::from(addrs));
-        (stacks.len() - 1) as u32
+        let id = self.stacks.len() as u32;
+        // `make_room` reserved space: these pushes do not reallocate. (The
+        // `Arc` allocation itself aborts if the inner allocator is out of
+        // memory, as every `Arc` does.)
+        self.stacks.push(Arc::from(addrs));
+        self.hashes.push(hash);
+        let slot = self.free_slot(hash);
+        self.index[slot] = id;
+        id
+    }
+
+    fn find(&self, addrs: &[usize], hash: u64) -> Option<u32> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let mask = self.index.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let id = self.index[i];
+            if id == 0 {
+                return None;
+            }
+            if self.hashes[id as usize] == hash && *self.stacks[id as usize] == *addrs {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn free_slot(&self, hash: u64) -> usize {
+        let mask = self.index.len() - 1;
+        let mut i = hash as usize & mask;
+        while self.index[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// Reserves room for one more site, growing the index to keep it at most
+    /// half full. False if the inner allocator refused.
+    fn make_room(&mut self) -> bool {
+        if self.stacks.try_reserve(1).is_err() || self.hashes.try_reserve(1).is_err() {
+            return false;
+        }
+        let sites = self.stacks.len();
+        if (sites + 1) * 2 <= self.index.len() {
+            return true;
+        }
+        let cap = ((sites + 1) * 2).next_power_of_two().max(64);
+        let mut index: Vec<u32> = Vec::new();
+        if index.try_reserve_exact(cap).is_err() {
+            return false;
+        }
+        index.resize(cap, 0);
+        let old = std::mem::replace(&mut self.index, index);
+        for id in old.into_iter().filter(|&id| id != 0) {
+            let slot = self.free_slot(self.hashes[id as usize]);
+            self.index[slot] = id;
+        }
+        true
+    }
+
+    /// Adds a folded stack's hash to the sketch.
+    fn fold(&mut self, hash: u64) {
+        let h = finalize(hash);
+        let register = (h >> (64 - HLL_BITS)) as usize;
+        // The rank of the first set bit of the remaining bits (the sentinel
+        // bit caps it at 64 - HLL_BITS + 1).
+        let rest = (h << HLL_BITS) | (1 << (HLL_BITS - 1));
+        let rank = rest.leading_zeros() as u8 + 1;
+        let r = &mut self.folded[register];
+        *r = (*r).max(rank);
+        self.any_folded = true;
+    }
+
+    /// The HyperLogLog estimate of the distinct stacks folded into site 0,
+    /// with the small-range (linear counting) correction.
+    fn folded_estimate(&self) -> u64 {
+        if !self.any_folded {
+            return 0;
+        }
+        let m = HLL_M as f64;
+        let sum: f64 = self.folded.iter().map(|&r| (-(r as f64)).exp2()).sum();
+        let zeros = self.folded.iter().filter(|&&r| r == 0).count();
+        let raw = 0.7213 / (1.0 + 1.079 / m) * m * m / sum;
+        let est = if raw <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        };
+        (est.round() as u64).max(1)
+    }
+}
+
+/// splitmix64's finaliser: the stack hash is a multiply-xor chain whose low
+/// and high bits are not equally mixed; the sketch needs uniform bits.
+fn finalize(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A copy of the id -> stack list (cheap: `Arc` clones). Must run under the
+/// guard. Before any stack is interned, the list is just the overflow site.
+pub(crate) fn all_stacks() -> Vec<Arc<[usize]>> {
+    let stacks = locked(|t| t.stacks.clone());
+    if stacks.is_empty() {
+        vec![Arc::from(&[OTHER_FRAME][..])]
+    } else {
+        stacks
+    }
+}
+
+/// How many distinct stacks (approximately) were charged to the overflow
+/// site because the table was full.
+pub(crate) fn folded_stacks() -> u64 {
+    locked(|t| t.folded_estimate())
+}
+
+/// Bytes held by the site table: its three arrays (by capacity), the sketch,
+/// and each stack's `Arc` allocation (two counts and the addresses).
+pub(crate) fn overhead_bytes() -> u64 {
+    locked(|t| {
+        let arrays = t.stacks.capacity() * std::mem::size_of::<Arc<[usize]>>()
+            + t.hashes.capacity() * 8
+            + t.index.capacity() * 4
+            + std::mem::size_of::<Inner>();
+        let stacks: usize = t.stacks.iter().map(|s| 16 + s.len() * 8).sum();
+        (arrays + stacks) as u64
     })
 }
 
-/// A copy of the id -> stack list (cheap: `Arc` clones).
-pub(crate) fn all_stacks() -> Vec<Arc<[usize]>> {
-    STACKS.lock().unwrap_or_else(|e| e.into_inner()).clone()
+/// Takes the table's lock for a fork (`fork::prepare`).
+pub(crate) fn lock() {
+    TABLE.lock.acquire();
 }
 
-/// Approximate bytes held by the site table.
-pub(crate) fn overhead_bytes(stacks: &[Arc<[usize]>]) -> u64 {
-    // Each stack is stored twice (table key and id list) plus map and Arc
-    // bookkeeping of roughly 64 bytes.
-    stacks.iter().map(|s| (s.len() * 2 * 8 + 64) as u64).sum()
+/// Releases the lock taken by [`lock`].
+pub(crate) fn unlock() {
+    TABLE.lock.release();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> Inner {
+        Inner {
+            stacks: Vec::new(),
+            hashes: Vec::new(),
+            index: Vec::new(),
+            folded: [0; HLL_M],
+            any_folded: false,
+        }
+    }
+
+    #[test]
+    fn interns_up_to_the_cap_then_folds() {
+        let mut t = fresh();
+        for i in 0..100usize {
+            let id = t.intern(&[i, 7], i as u64 * 31, 50);
+            if i < 50 {
+                assert_eq!(id as usize, i + 1);
+            } else {
+                assert_eq!(id, 0);
+            }
+        }
+        // Known stacks keep their ids after the cap.
+        assert_eq!(t.intern(&[3, 7], 3 * 31, 50), 4);
+        assert_eq!(t.stacks.len(), 51);
+        let est = t.folded_estimate();
+        assert!((45..=55).contains(&est), "estimate {est} for 50 folded");
+    }
+
+    #[test]
+    fn same_hash_different_stacks_get_different_sites() {
+        let mut t = fresh();
+        let a = t.intern(&[1, 2], 99, 10);
+        let b = t.intern(&[3, 4], 99, 10);
+        assert_ne!(a, b);
+        assert_eq!(t.intern(&[1, 2], 99, 10), a);
+        assert_eq!(t.intern(&[3, 4], 99, 10), b);
+    }
+
+    #[test]
+    fn sketch_estimates_large_counts() {
+        let mut t = fresh();
+        for i in 0..200_000u64 {
+            t.fold(i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        let est = t.folded_estimate() as f64;
+        assert!((est / 200_000.0 - 1.0).abs() < 0.12, "estimate {est}");
+    }
+
+    #[test]
+    fn zero_cap_folds_everything() {
+        let mut t = fresh();
+        assert_eq!(t.intern(&[1], 5, 0), 0);
+        assert_eq!(t.stacks.len(), 1);
+        assert!(t.folded_estimate() >= 1);
+    }
 }

@@ -4,10 +4,30 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
+use super::book::MAX_SITES;
 use super::header;
-use super::record;
+use super::record::{self, Recording};
 use super::sampling::{self, DEFAULT_SAMPLE_INTERVAL};
 use super::stack::Unwinder;
+
+/// The default of [`Tracker::max_sites`]: 65,536 distinct stacks.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(leakscope::DEFAULT_MAX_SITES, 65_536);
+/// ```
+pub const DEFAULT_MAX_SITES: usize = 1 << 16;
+
+/// The largest value [`Tracker::max_sites`] takes (2^20); larger ones are
+/// clamped to it.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(leakscope::MAX_SITES_LIMIT, 1 << 20);
+/// ```
+pub const MAX_SITES_LIMIT: usize = MAX_SITES;
 
 /// A global allocator that records which call stacks hold the live heap.
 ///
@@ -40,6 +60,7 @@ pub struct Tracker<A: GlobalAlloc = System> {
     inner: A,
     interval: u64,
     unwinder: Unwinder,
+    max_sites: u32,
 }
 
 impl Tracker<System> {
@@ -74,6 +95,7 @@ impl<A: GlobalAlloc> Tracker<A> {
             inner,
             interval: DEFAULT_SAMPLE_INTERVAL,
             unwinder: Unwinder::Backtrace,
+            max_sites: DEFAULT_MAX_SITES as u32,
         }
     }
 
@@ -108,6 +130,49 @@ impl<A: GlobalAlloc> Tracker<A> {
     pub const fn unwinder(mut self, unwinder: Unwinder) -> Self {
         self.unwinder = unwinder;
         self
+    }
+
+    /// Caps the number of distinct call stacks the tracker keeps apart
+    /// (default [`DEFAULT_MAX_SITES`], 65,536).
+    ///
+    /// Each distinct stack the tracker meets becomes a site, kept for the
+    /// life of the process (about 100 bytes plus 8 per frame, and the
+    /// counters of each thread that uses it). Once `n` sites exist, every
+    /// new stack is charged to one overflow site whose only frame is named
+    /// `[other]`, and the stack itself is not kept, so the tracker's memory
+    /// stops growing however many more stacks the program has; reports then
+    /// say about how many distinct stacks were folded into `[other]` (an
+    /// estimate, from a fixed-size sketch of their hashes). Stacks met
+    /// before the cap keep their own sites.
+    ///
+    /// Values above [`MAX_SITES_LIMIT`] (2^20) are clamped to it (a `const`
+    /// builder cannot return an error, and a larger table would not fit the
+    /// per-thread counter directories). `0` is allowed: every stack is then
+    /// charged to `[other]`, which keeps only whole-process figures.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[global_allocator]
+    /// static GLOBAL: leakscope::Tracker = leakscope::Tracker::system().max_sites(10_000);
+    /// # fn main() {}
+    /// ```
+    pub const fn max_sites(mut self, n: usize) -> Self {
+        self.max_sites = if n > MAX_SITES_LIMIT {
+            MAX_SITES_LIMIT as u32
+        } else {
+            n as u32
+        };
+        self
+    }
+
+    /// The recorded path's configuration.
+    #[inline(always)]
+    fn how(&self) -> Recording {
+        Recording {
+            unwinder: self.unwinder,
+            max_sites: self.max_sites,
+        }
     }
 
     /// The common-path test: false when an allocation of `size` bytes is
@@ -152,7 +217,7 @@ impl<A: GlobalAlloc> Tracker<A> {
             match self.decide(layout.size()) {
                 None if zeroed => self.inner.alloc_zeroed(layout),
                 None => self.inner.alloc(layout),
-                Some(w) => record::alloc(&self.inner, layout, zeroed, w, self.unwinder),
+                Some(w) => record::alloc(&self.inner, layout, zeroed, w, self.how()),
             }
         }
     }
@@ -180,10 +245,10 @@ impl<A: GlobalAlloc> Tracker<A> {
             match (recorded, weight) {
                 (false, None) => self.inner.realloc(ptr, layout, new_size),
                 (false, Some(w)) => {
-                    record::realloc_into(&self.inner, ptr, layout, new_size, w, self.unwinder)
+                    record::realloc_into(&self.inner, ptr, layout, new_size, w, self.how())
                 }
                 (true, w) => {
-                    record::realloc_recorded(&self.inner, ptr, layout, new_size, w, self.unwinder)
+                    record::realloc_recorded(&self.inner, ptr, layout, new_size, w, self.how())
                 }
             }
         }

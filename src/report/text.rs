@@ -27,6 +27,17 @@ pub(crate) fn human(bytes: f64) -> String {
     }
 }
 
+/// The header line for a full site table (nothing when it never filled).
+fn folded_line(out: &mut impl fmt::Write, folded: u64) -> fmt::Result {
+    if folded == 0 {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "Site table full: about {folded} more distinct stacks were charged to [other] (estimated, not stored)"
+    )
+}
+
 /// The name a report gives a site: its owner's function (see
 /// `Site::owner`), or, for a stack of std frames only, its innermost frame.
 pub(crate) fn owner_name(frames: &[Frame]) -> String {
@@ -136,6 +147,7 @@ impl Snapshot {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        folded_line(f, self.folded_stacks())?;
         let top = &self.sites()[..self.sites().len().min(TOP)];
         let width = name_width(top.iter().map(|s| s.frames()));
         writeln!(
@@ -194,6 +206,7 @@ impl Diff {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        folded_line(f, self.folded_stacks())?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self
             .sites()

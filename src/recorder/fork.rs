@@ -1,0 +1,113 @@
+//! `fork` handlers: no tracker lock is ever copied held into a child.
+//!
+//! A forked child has one thread, the one that called `fork`. A lock that
+//! another parent thread held at that moment would stay held in the child
+//! forever, and the child would hang on its first recorded event, free or
+//! snapshot that needs it. So `prepare` takes every tracker lock, in the lock
+//! order of ARCHITECTURE.md (the book pool, the site table, the registry,
+//! then each book's live lists), which also means no structure is copied
+//! half-updated; `parent` releases them; `child` releases them too, and
+//! forgets the parent's other threads (their registry entries and their
+//! books, which the child's own threads may then reuse).
+//!
+//! None of these locks is taken while another one is held (see the lock
+//! order), so `prepare` cannot deadlock with a thread that holds one: that
+//! thread finishes its short critical section and lets go.
+//!
+//! While the forking thread holds everything, it runs under the reentrancy
+//! guard (its allocations go to the inner allocator unrecorded, touching no
+//! tracker lock), and a lock it needs anyway (a recorded free from another
+//! library's `prepare` handler) is entered without waiting (`spin`).
+//!
+//! Handlers are registered once per process, by the first thread to record
+//! anything or to register (before it can take any tracker lock).
+
+use std::sync::atomic::{AtomicUsize, Ordering::*};
+
+use super::guard::STATE;
+
+/// The `ThreadState` address of the thread that holds every tracker lock for
+/// a fork, or 0.
+static HOLDER: AtomicUsize = AtomicUsize::new(0);
+
+/// This thread's identity for [`HOLDER`] (0 if its thread-locals are gone).
+fn me() -> usize {
+    STATE.try_with(|s| s as *const _ as usize).unwrap_or(0)
+}
+
+/// Whether this thread holds every tracker lock (between `prepare` and
+/// `parent`/`child`).
+pub(crate) fn holds_all() -> bool {
+    let holder = HOLDER.load(Relaxed);
+    holder != 0 && holder == me()
+}
+
+/// Registers the fork handlers, once per process.
+#[cfg(unix)]
+pub(crate) fn install() {
+    use std::sync::Once;
+    static ONCE: Once = Once::new();
+    if ONCE.is_completed() {
+        return;
+    }
+    ONCE.call_once(|| {
+        // SAFETY: the handlers are `extern "C"` functions that never unwind;
+        // registering them has no other effect. (glibc may allocate here:
+        // the callers hold the guard.)
+        unsafe {
+            libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+        }
+    });
+}
+
+/// No `fork` on this platform.
+#[cfg(not(unix))]
+pub(crate) fn install() {}
+
+/// Whether the guard was already held when `prepare` ran (restored after).
+static WAS_BUSY: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(unix)]
+extern "C" fn prepare() {
+    // The epoch's `OnceCell` is the recorder's only lazy initialiser: make
+    // sure no parent thread is inside it at the fork.
+    super::clock::init();
+    let busy = STATE.try_with(|s| s.busy.replace(true)).unwrap_or(true);
+    WAS_BUSY.store(busy as usize, Relaxed);
+    // The lock order (ARCHITECTURE.md). No lock is held while another is
+    // taken, so any order would do; this one keeps it written down once.
+    super::book::lock_pool();
+    super::sites::lock();
+    super::registry::lock();
+    super::book::lock_lists();
+    HOLDER.store(me(), Relaxed);
+}
+
+#[cfg(unix)]
+extern "C" fn parent() {
+    HOLDER.store(0, Relaxed);
+    super::book::unlock_lists();
+    super::registry::unlock();
+    super::sites::unlock();
+    super::book::unlock_pool();
+    restore_guard();
+}
+
+/// In the child, which has only the forking thread: forget the parent's
+/// other threads, then let every lock go.
+#[cfg(unix)]
+extern "C" fn child() {
+    HOLDER.store(0, Relaxed);
+    super::registry::forget_other_threads();
+    super::book::forget_other_threads();
+    super::book::unlock_lists();
+    super::registry::unlock();
+    super::sites::unlock();
+    super::book::unlock_pool();
+    restore_guard();
+}
+
+fn restore_guard() {
+    let busy = WAS_BUSY.load(Relaxed) != 0;
+    let _ = STATE.try_with(|s| s.busy.set(busy));
+}
