@@ -5,6 +5,7 @@
 
 mod diff;
 mod frame;
+mod notes;
 mod site;
 mod snapshot;
 mod symbolize;
@@ -14,5 +15,6 @@ pub use frame::Frame;
 pub use site::Site;
 pub use snapshot::{Snapshot, snapshot};
 
+pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;

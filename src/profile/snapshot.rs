@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::notes;
 use super::site::{Born, Site};
 use super::symbolize::{self, SiteStack};
 use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, est_bytes, est_count};
@@ -87,6 +88,7 @@ pub fn snapshot() -> Snapshot {
             });
         }
         let tracker_bytes = recorder::overhead_bytes(&stacks) + symbolize::overhead_bytes();
+        notes::frame_pointers_missing(); // logs its warning the first time
         Snapshot::from_sites(
             sites,
             tracker_bytes,
@@ -113,6 +115,7 @@ pub(crate) struct Summary {
 pub(crate) fn summary() -> Summary {
     Guard::run(|| {
         let taken_us = recorder::now_us();
+        notes::frame_pointers_missing(); // logs its warning the first time
         let stacks = recorder::site_stacks();
         let live = recorder::site_totals(stacks.len())
             .iter()

@@ -42,6 +42,10 @@ pub(crate) use clock::{instant_of, now_us};
 pub(crate) use guard::Guard;
 pub(crate) use record::{est_bytes, est_count};
 pub(crate) use sampling::current_interval;
+/// True once `Unwinder::FramePointers` found the frame-pointer walk wrong
+/// (a build without frame pointers) and fell back to `backtrace`. The
+/// recorder only sets the flag; the query side logs the warning.
+pub(crate) use stack::frame_pointers_untrusted;
 
 /// The raw stack of every site, indexed by site id (innermost frame first).
 /// Must run under the guard.

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
+use crate::profile::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 
 const TOP: usize = 20;
 
@@ -60,6 +61,27 @@ pub(crate) fn mode(interval: u64) -> String {
     }
 }
 
+/// The header's notes on the whole process, one line each: stacks captured
+/// the slow way because frame pointers are missing, or a binary without
+/// symbols. Shared by every report that has a header.
+pub(crate) fn process_notes() -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    if frame_pointers_missing() {
+        notes.push(NO_FRAME_POINTERS);
+    }
+    if !binary_has_symbols() {
+        notes.push(NO_SYMBOLS);
+    }
+    notes
+}
+
+fn write_notes(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for note in process_notes() {
+        writeln!(f, "Note: {note}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -70,6 +92,7 @@ impl fmt::Display for Snapshot {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        write_notes(f)?;
         writeln!(
             f,
             "{:>12} {:>7} {:>7} {:>10}  function",
@@ -120,6 +143,7 @@ impl fmt::Display for Diff {
             self.sites().len(),
             mode(self.sample_interval())
         )?;
+        write_notes(f)?;
         writeln!(
             f,
             "{:>13} {:>12} {:>11}  function",
