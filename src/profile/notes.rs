@@ -45,7 +45,9 @@ pub(crate) fn binary_has_symbols() -> bool {
     *HAS.get_or_init(|| {
         Guard::run(|| {
             let mut named = false;
-            let probe = binary_has_symbols as *const () as *mut std::ffi::c_void;
+            // `resolve` takes a return address and looks up the byte before
+            // it: one past our first byte lands inside this function.
+            let probe = (binary_has_symbols as *const () as usize + 1) as *mut std::ffi::c_void;
             backtrace::resolve(probe, |sym| named |= sym.name().is_some());
             named
         })
