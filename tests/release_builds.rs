@@ -139,7 +139,9 @@ fn build_id_and_symtab(path: &Path) -> (Vec<u8>, bool) {
         .flatten()
         .unwrap_or_else(|| panic!("{} has no GNU build id", path.display()))
         .to_vec();
-    let symtab = file.section_by_name(".symtab").is_some_and(|s| s.size() > 0);
+    let symtab = file
+        .section_by_name(".symtab")
+        .is_some_and(|s| s.size() > 0);
     (id, symtab)
 }
 
@@ -158,7 +160,10 @@ fn without_frame_pointers_the_unwinder_falls_back_and_warns_once() {
         "{stdout}"
     );
     let report = diff_report(&stdout);
-    assert!(report.contains("leak_here"), "the report does not name leak_here:\n{report}");
+    assert!(
+        report.contains("leak_here"),
+        "the report does not name leak_here:\n{report}"
+    );
     assert!(!report.contains("<no frames>"), "{report}");
 
     // One warning, however many snapshots and reports followed (the fixture
@@ -168,7 +173,11 @@ fn without_frame_pointers_the_unwinder_falls_back_and_warns_once() {
         .filter(|l| l.contains("force-frame-pointers=yes"))
         .collect();
     assert_eq!(warnings.len(), 1, "stderr:\n{stderr}");
-    assert!(warnings[0].starts_with("WARN "), "not at warn level: {}", warnings[0]);
+    assert!(
+        warnings[0].starts_with("WARN "),
+        "not at warn level: {}",
+        warnings[0]
+    );
     // And every report header says so.
     let notes = stdout
         .lines()
@@ -202,7 +211,10 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
     let (id, symtab) = build_id_and_symtab(binary);
     let (stripped_id, stripped_symtab) = build_id_and_symtab(&stripped);
     assert_eq!(stripped_id, id, "objcopy changed the build id");
-    assert!(symtab && !stripped_symtab, "symbol tables: {symtab}, stripped {stripped_symtab}");
+    assert!(
+        symtab && !stripped_symtab,
+        "symbol tables: {symtab}, stripped {stripped_symtab}"
+    );
 
     let profile = target_dir().join("stripped.pb.gz");
     let (stdout, _) = run(&stripped, &profile);
@@ -212,7 +224,10 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
         report.contains("Note: this binary has no symbols"),
         "the stripped binary's report does not say so:\n{report}"
     );
-    assert!(!report.contains("leak_here"), "symbols in a stripped binary?\n{report}");
+    assert!(
+        !report.contains("leak_here"),
+        "symbols in a stripped binary?\n{report}"
+    );
 
     // The profile claims no functions for the binary, and carries none:
     // without the unstripped binary, pprof has no name for the leak...
@@ -233,7 +248,11 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
     println!("{top}");
     let row = top
         .lines()
-        .find(|l| l.split_whitespace().last().is_some_and(|f| f.ends_with("leak_here")))
+        .find(|l| {
+            l.split_whitespace()
+                .last()
+                .is_some_and(|f| f.ends_with("leak_here"))
+        })
         .unwrap_or_else(|| panic!("go tool pprof with the binary does not name leak_here:\n{top}"));
     let leaked = value(&stdout, "expected_bytes");
     assert!(
