@@ -52,6 +52,14 @@ mod profile;
 mod recorder;
 mod report;
 
+/// The README's snippets, compiled as doctests so every one a user pastes
+/// builds (`cargo test` runs them; `no_run` where they install a global
+/// allocator). The README shows the default features, so it is checked
+/// with them.
+#[doc = include_str!("../README.md")]
+#[cfg(all(doctest, feature = "pprof", feature = "flamegraph", feature = "json"))]
+pub struct ReadmeDoctests;
+
 pub use error::Error;
 pub use leaks::{LeakCheck, Monitor, MonitorConfig, SiteHistory, Suspect, assert_no_leaks};
 pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};

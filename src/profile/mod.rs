@@ -6,6 +6,7 @@
 mod diff;
 mod frame;
 mod merge;
+mod notes;
 mod site;
 mod snapshot;
 mod symbolize;
@@ -18,5 +19,6 @@ pub use site::Site;
 pub use snapshot::{Snapshot, snapshot};
 
 pub(crate) use frame::owner;
+pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;

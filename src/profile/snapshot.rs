@@ -4,9 +4,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::merge;
 use super::site::{Born, Site};
 use super::symbolize::{self, SiteStack};
+use super::{merge, notes};
 use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, Totals, est_bytes, est_count};
 
 /// The live and total heap per call stack at one moment.
@@ -107,6 +107,7 @@ pub fn snapshot() -> Snapshot {
         }
         let tracker_bytes =
             recorder::overhead_bytes() + symbolize::overhead_bytes() + merge::overhead_bytes();
+        notes::frame_pointers_missing(); // logs its warning the first time
         let mut snap = Snapshot::from_sites(
             sites,
             tracker_bytes,
@@ -137,6 +138,7 @@ pub(crate) struct Summary {
 pub(crate) fn summary() -> Summary {
     Guard::run(|| {
         let taken_us = recorder::now_us();
+        notes::frame_pointers_missing(); // logs its warning the first time
         let raw_stacks = recorder::site_stacks();
         let totals = recorder::site_totals(raw_stacks.len());
         let merged = merge::merge(&raw_stacks);

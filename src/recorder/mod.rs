@@ -89,6 +89,11 @@ pub(crate) fn heap_view() -> HeapView {
     }
 }
 
+/// True once `Unwinder::FramePointers` found the frame-pointer walk wrong
+/// (a build without frame pointers) and fell back to `backtrace`. The
+/// recorder only sets the flag; the query side logs the warning.
+pub(crate) use stack::frame_pointers_untrusted;
+
 /// The raw stack of every site, indexed by site id (innermost frame first).
 /// Must run under the guard.
 pub(crate) fn site_stacks() -> Vec<Arc<[usize]>> {

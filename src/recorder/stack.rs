@@ -4,6 +4,7 @@
 //! addresses; nothing is symbolized here (see `symbolize`).
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// The deepest stack we keep. Deeper stacks keep their innermost frames.
 pub(crate) const MAX_DEPTH: usize = 64;
@@ -42,15 +43,19 @@ pub enum Unwinder {
     /// Precompiled non-generic std functions without a frame record cost a
     /// frame each, not the rest of the stack.
     ///
-    /// Without frame pointers the walk returns a short or empty stack (the
-    /// walk skips the recorder's own frame record, so in a build without them
-    /// that skip can drop a frame of the caller), never a crash: every frame
-    /// pointer must lie within the current thread's stack
-    /// (above the current stack pointer), be 8-aligned and strictly increase,
-    /// and the walk stops at the depth cap. On targets other than
-    /// x86_64/aarch64 Linux, or when the thread is not running on its own
-    /// stack (a signal stack, a coroutine), the `Backtrace` unwinder is used
-    /// instead.
+    /// The first few stacks of the process are walked both ways and
+    /// compared. If the walk turns out wrong (the program was built without
+    /// frame pointers), the tracker uses the `Backtrace` unwinder from then
+    /// on, so stacks stay right, only slower; the first snapshot after that
+    /// logs one warning (`log` crate, warn level) saying how to build with
+    /// frame pointers, and the text report's header says so too.
+    ///
+    /// The walk itself never crashes, with or without frame pointers: every
+    /// frame pointer must lie within the current thread's stack (above the
+    /// current stack pointer), be 8-aligned and strictly increase, and the
+    /// walk stops at the depth cap. On targets other than x86_64/aarch64
+    /// Linux, or when the thread is not running on its own stack (a signal
+    /// stack, a coroutine), the `Backtrace` unwinder is used instead.
     ///
     /// # Examples
     ///
@@ -103,6 +108,13 @@ impl Stack {
         self.len < MAX_DEPTH
     }
 
+    /// Empties the stack, for a capture that starts over.
+    #[inline]
+    fn clear(&mut self) {
+        self.len = 0;
+        self.hash = 0;
+    }
+
     pub(crate) fn addrs(&self) -> &[usize] {
         // SAFETY: `addrs[..len]` is initialised (type invariant, kept by
         // `push`), and `MaybeUninit<usize>` has the layout of `usize`.
@@ -125,6 +137,29 @@ fn mix(hash: u64, ip: usize) -> u64 {
     (hash.rotate_left(5) ^ ip as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95)
 }
 
+/// Frame-pointer captures checked against a `backtrace` walk before the
+/// frame-pointer walk is trusted for the rest of the process. A handful is
+/// enough: whether frame pointers are there is decided when the program is
+/// built, not per stack (see [`verify`]).
+const FP_CHECKS: u32 = 8;
+/// [`FP_STATE`] once every check passed.
+const FP_TRUSTED: u32 = 0;
+/// [`FP_STATE`] once a check failed; never left again.
+const FP_UNTRUSTED: u32 = u32::MAX;
+
+/// Whether the frame-pointer walk can be trusted in this process:
+/// [`FP_TRUSTED`], [`FP_UNTRUSTED`], or the number of checks still to make.
+/// Only the recorded path reads it (one relaxed load per frame-pointer
+/// capture); a stale value at worst costs one more check.
+static FP_STATE: AtomicU32 = AtomicU32::new(FP_CHECKS);
+
+/// True once a check found the frame-pointer walk wrong: every stack is then
+/// captured with `backtrace`. Read by the query side, which warns about it
+/// (the allocator never logs: logging calls out, allocates and locks).
+pub(crate) fn frame_pointers_untrusted() -> bool {
+    FP_STATE.load(Relaxed) == FP_UNTRUSTED
+}
+
 /// Captures the current stack into `stack` (which must be empty). Must run
 /// under the guard (the unwinder may allocate the first time it reads unwind
 /// tables). Only the recorder calls it (the frame-pointer walk relies on
@@ -134,9 +169,70 @@ pub(crate) fn capture(unwinder: Unwinder, stack: &mut Stack) {
     match unwinder {
         Unwinder::Backtrace => backtrace_walk(stack),
         Unwinder::FramePointers => {
-            if !fp::walk(stack) {
+            let state = FP_STATE.load(Relaxed);
+            if state == FP_UNTRUSTED || !fp::walk(stack) {
+                backtrace_walk(stack);
+            } else if state != FP_TRUSTED && !verify(stack) {
+                // The walk here (in `capture`'s own frame, as `fp::walk`
+                // requires) was wrong: start over with `backtrace`. Using
+                // `verify`'s result also keeps it from being a tail call,
+                // which would take `capture`'s frame off the stack it checks.
+                stack.clear();
                 backtrace_walk(stack);
             }
+        }
+    }
+}
+
+/// Checks a frame-pointer stack just taken by [`capture`] against a DWARF
+/// walk from the same point, and records the verdict in [`FP_STATE`].
+/// Returns false if the frame-pointer stack is wrong.
+///
+/// The test is the first frame. `fp::walk` starts at the return address
+/// stored in the recorder's own frame record, which it reaches through
+/// `capture`'s record: both are this crate's code, built with the program's
+/// flags, so the address is right exactly when the program was built with
+/// frame pointers. In the DWARF walk that address is the frame two below
+/// `capture`'s (found by the start address of the enclosing function, which
+/// the unwinder reads off the unwind tables, not the symbol table, so this
+/// works in stripped binaries too). Without frame pointers, `rbp` holds
+/// whatever the compiler kept in it, and the walk starts anywhere but there.
+/// Deeper frames are not compared: precompiled standard-library code may lack
+/// frame records and cost the walk a frame each, which is no reason to give
+/// up on it.
+///
+/// A check that cannot decide (the DWARF walk did not find `capture`) counts
+/// as passed, so a process whose unwind tables are unusable keeps the walk.
+#[cold]
+#[inline(never)]
+fn verify(fp_stack: &Stack) -> bool {
+    let capture_start = capture as *const () as usize;
+    let mut dwarf = Stack::new();
+    let mut capture_at = None;
+    // SAFETY: as in `backtrace_walk`; the closure also asks the unwinder for
+    // the frame's function start (`_Unwind_FindEnclosingFunction`), which
+    // reads the same unwind tables and neither panics nor allocates.
+    unsafe {
+        backtrace::trace_unsynchronized(|frame| {
+            let ip = frame.ip() as usize;
+            if capture_at.is_none() && frame.symbol_address() as usize == capture_start {
+                capture_at = Some(dwarf.len);
+            }
+            ip == 0 || dwarf.push(ip)
+        });
+    }
+    let expected = capture_at.and_then(|i| dwarf.addrs().get(i + 2).copied());
+    match expected {
+        Some(ip) if fp_stack.addrs().first() != Some(&ip) => {
+            FP_STATE.store(FP_UNTRUSTED, Relaxed);
+            false
+        }
+        _ => {
+            // One check fewer to go, unless another thread already decided.
+            let _ = FP_STATE.fetch_update(Relaxed, Relaxed, |s| {
+                (s != FP_UNTRUSTED && s != FP_TRUSTED).then(|| s - 1)
+            });
+            true
         }
     }
 }

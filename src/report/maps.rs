@@ -1,7 +1,13 @@
 //! The process's executable mappings (from `/proc/self/maps`) and the GNU
 //! build id of the file behind each, for pprof's mapping table: what lets a
 //! symbolizer that runs later (`go tool pprof <binary>`, Parca, Pyroscope
-//! with debuginfod) find the right binary.
+//! with debuginfod) find the right binary and turn a frame's absolute address
+//! into an address in that file. Each mapping keeps the kernel's start,
+//! limit and file offset as they are: a symbolizer computes the file address
+//! from those and the file's program headers (the load bias is the same for
+//! a stripped copy and the file it was stripped from, which has the same
+//! layout), so a stripped process's addresses name functions in the
+//! unstripped file.
 
 use std::fs::File;
 
@@ -20,8 +26,8 @@ pub(super) struct Mapped {
 /// Executable file-backed mappings, main binary first (pprof takes the first
 /// mapping to be the main binary).
 pub(super) fn read_maps() -> Vec<Mapped> {
-    // Not Linux, or no procfs: the profile simply has no mappings, and since
-    // every location carries its lines pprof has nothing to look up.
+    // Not Linux, or no procfs: the profile simply has no mappings. Symbolized
+    // locations still carry their lines; unsymbolized ones stay addresses.
     let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
         return Vec::new();
     };

@@ -13,7 +13,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message;
 
-use super::text::mode;
+use super::text::{mode, process_notes};
 use std::time::SystemTime;
 
 use super::maps::{Mapped, build_id, read_maps};
@@ -180,6 +180,46 @@ struct Builder {
     /// keeps fewer inlined lines where it is the leaf end of a stack.
     locations: HashMap<(usize, usize), u64>,
     maps: Vec<Mapped>,
+    /// Per mapping (same index): what all of its locations so far carry;
+    /// `None` while no location uses it.
+    symbolized: Vec<Option<Known>>,
+}
+
+/// Which pieces of symbol information a set of frames all have.
+#[derive(Clone, Copy, Default)]
+struct Known {
+    functions: bool,
+    filenames: bool,
+    lines: bool,
+}
+
+impl Known {
+    fn of(group: &[Frame]) -> Known {
+        let all = |p: fn(&Frame) -> bool| !group.is_empty() && group.iter().all(p);
+        Known {
+            functions: all(is_named),
+            filenames: all(|f| f.file().is_some()),
+            lines: all(|f| f.line().is_some()),
+        }
+    }
+
+    fn and(self, other: Known) -> Known {
+        Known {
+            functions: self.functions && other.functions,
+            filenames: self.filenames && other.filenames,
+            lines: self.lines && other.lines,
+        }
+    }
+}
+
+/// Whether the process resolved a name for `f`: symbolization names a frame
+/// it could not resolve by its address in hex.
+fn is_named(f: &Frame) -> bool {
+    let hex = f
+        .function()
+        .strip_prefix("0x")
+        .and_then(|h| usize::from_str_radix(h, 16).ok());
+    hex != Some(f.address())
 }
 
 impl Builder {
@@ -191,6 +231,7 @@ impl Builder {
             linker_names: HashMap::new(),
             locations: HashMap::new(),
             maps,
+            symbolized: Vec::new(),
         };
         // profile.proto: string_table[0] must be "".
         b.string("");
@@ -231,16 +272,31 @@ impl Builder {
                 file_offset: m.offset,
                 filename: self.string(&m.path),
                 build_id: id.map_or(0, |id| self.string(&id)),
-                // Every location carries its symbolized lines: these tell
-                // pprof not to look for the binaries and re-symbolize.
-                has_functions: true,
-                has_filenames: true,
-                has_line_numbers: true,
-                has_inline_frames: true,
+                // Set by `finish_mappings` once every location is known.
+                ..Default::default()
             };
             self.profile.mapping.push(mapping);
         }
         self.maps = maps;
+        self.symbolized = vec![None; self.profile.mapping.len()];
+    }
+
+    /// Sets each mapping's `has_*` flags from what its locations carry: a
+    /// flag is true only when every location in the mapping has that piece
+    /// (and false for a mapping no location uses). pprof re-symbolizes a
+    /// mapping without `has_functions` from the binary (the one given on its
+    /// command line for the first mapping, or one found by build id under
+    /// `PPROF_BINARY_PATH`), and so do Parca and Pyroscope with debuginfod:
+    /// claiming functions for a stripped binary would stop all of them.
+    fn finish_mappings(&mut self) {
+        for (m, known) in self.profile.mapping.iter_mut().zip(&self.symbolized) {
+            let known = known.unwrap_or_default();
+            m.has_functions = known.functions;
+            m.has_filenames = known.filenames;
+            m.has_line_numbers = known.lines;
+            // Inlined frames come from the same DWARF as the lines.
+            m.has_inline_frames = known.lines;
+        }
     }
 
     fn mapping_of(&self, address: u64) -> u64 {
@@ -309,8 +365,13 @@ impl Builder {
         // profiles use for a caller's frame: the return address can already
         // belong to the next line, or even the next function.
         let address = (addr as u64).saturating_sub(1);
+        // A frame the process could not symbolize gets no line and no
+        // function: the location is then the bare address in its mapping,
+        // which a symbolizer with the binary can name later. (A function
+        // named after the address would look symbolized to every reader.)
         let line = group
             .iter()
+            .filter(|f| is_named(f))
             .map(|f| proto::Line {
                 function_id: self.function(f),
                 line: f.line().map_or(0, i64::from),
@@ -318,6 +379,13 @@ impl Builder {
             .collect();
         let id = self.profile.location.len() as u64 + 1;
         let mapping_id = self.mapping_of(address);
+        if let Some(known) = mapping_id
+            .checked_sub(1)
+            .and_then(|i| self.symbolized.get_mut(i as usize))
+        {
+            let here = Known::of(group);
+            *known = Some(known.map_or(here, |k| k.and(here)));
+        }
         self.profile.location.push(proto::Location {
             id,
             mapping_id,
@@ -386,10 +454,15 @@ fn write(rows: &[Row<'_>], meta: &Meta, w: impl Write) -> Result<(), crate::Erro
     };
     let comment = b.string(&format!("leakscope {what}; {}", mode(meta.sample_interval)));
     b.profile.comment.push(comment);
+    for note in process_notes() {
+        let note = b.string(note);
+        b.profile.comment.push(note);
+    }
     b.add_mappings();
     for row in rows {
         b.sample(row);
     }
+    b.finish_mappings();
     let bytes = b.profile.encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
     gz.write_all(&bytes)?;
@@ -407,10 +480,16 @@ impl Snapshot {
     /// (pprof shows the last by default); period type `space/bytes`, period
     /// the sample interval. One sample per site, labelled `site` with its id.
     ///
-    /// The profile is fully symbolized (function names, files, lines, inlined
-    /// frames), and its mappings, read from `/proc/self/maps` with each ELF
-    /// file's build id where it has one, say so, so pprof needs no access to
-    /// the binary. As in Go's heap profiles, the standard-library frames at
+    /// Every frame the process could symbolize carries its function name,
+    /// file, line and inlined frames, so pprof needs no access to the binary.
+    /// A frame it could not (a stripped binary) is written as its bare
+    /// address in its mapping, read from `/proc/self/maps` with the file's
+    /// offset and GNU build id, and the mapping's `has_functions`,
+    /// `has_filenames` and `has_line_numbers` flags are true only when every
+    /// location in it has that piece. pprof then symbolizes those mappings
+    /// from the unstripped binary: `go tool pprof -top <unstripped binary>
+    /// heap.pb.gz` (or a binary found by build id under `PPROF_BINARY_PATH`),
+    /// and Parca or Pyroscope with debuginfod do the same server-side. As in Go's heap profiles, the standard-library frames at
     /// the leaf end (`RawVec::grow_one` and the like) are left out, so the
     /// flat owner of a sample is the function that called into the
     /// collection; [`Site::frames`](crate::Site::frames) keeps them. Location

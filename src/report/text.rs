@@ -6,7 +6,10 @@
 
 use std::fmt;
 
-use crate::profile::{Diff, Frame, Snapshot, owner};
+use crate::profile::{
+    Diff, Frame, NO_FRAME_POINTERS, NO_SYMBOLS, Snapshot, binary_has_symbols,
+    frame_pointers_missing, owner,
+};
 use crate::recorder::Guard;
 
 const TOP: usize = 20;
@@ -131,6 +134,27 @@ fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
         .clamp("function".len(), 60)
 }
 
+/// The header's notes on the whole process, one line each: stacks captured
+/// the slow way because frame pointers are missing, or a binary without
+/// symbols. Shared by every report that has a header.
+pub(crate) fn process_notes() -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    if frame_pointers_missing() {
+        notes.push(NO_FRAME_POINTERS);
+    }
+    if !binary_has_symbols() {
+        notes.push(NO_SYMBOLS);
+    }
+    notes
+}
+
+fn write_notes(f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for note in process_notes() {
+        writeln!(f, "Note: {note}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         Guard::run(|| self.write_text(f))
@@ -148,6 +172,7 @@ impl Snapshot {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
+        write_notes(f)?;
         let top = &self.sites()[..self.sites().len().min(TOP)];
         let width = name_width(top.iter().map(|s| s.frames()));
         writeln!(
@@ -207,6 +232,7 @@ impl Diff {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
+        write_notes(f)?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self
             .sites()
