@@ -18,7 +18,7 @@ const MAX_HEADERS: usize = 48;
 /// A request body (only the symbol route reads one: a list of addresses).
 const MAX_BODY: usize = 256 * 1024;
 /// Time a client has to send its whole request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each read waits at most this long, so a stalled read notices `stop`.
 const READ_SLICE: Duration = Duration::from_millis(200);
 /// Time a client has to take each part of the answer.
