@@ -177,8 +177,16 @@ fn profiles_carry_gos_headers_and_metadata() {
         let types = types.unwrap_or_default();
         let names: Vec<&str> = types.split_whitespace().collect();
         assert_eq!(
-            names.iter().map(|n| n.trim_end_matches("[dflt]")).collect::<Vec<_>>(),
-            ["alloc_objects/count", "alloc_space/bytes", "inuse_objects/count", "inuse_space/bytes"],
+            names
+                .iter()
+                .map(|n| n.trim_end_matches("[dflt]"))
+                .collect::<Vec<_>>(),
+            [
+                "alloc_objects/count",
+                "alloc_space/bytes",
+                "inuse_objects/count",
+                "inuse_space/bytes"
+            ],
             "{path}:\n{raw}"
         );
         assert!(

@@ -99,16 +99,20 @@ fn prometheus_scrapes_bounded_site_series() {
     );
     drop(snap);
 
-    let server =
-        leakscope::http::serve_with("127.0.0.1:0", leakscope::http::Options::default().top_sites(TOP))
-            .unwrap();
+    let server = leakscope::http::serve_with(
+        "127.0.0.1:0",
+        leakscope::http::Options::default().top_sites(TOP),
+    )
+    .unwrap();
     let target = server.local_addr();
 
     // Our own exposition first: bounded, with the leak named.
     let direct = get(target, "/metrics");
     assert_eq!(direct.status, 200);
     assert!(
-        direct.header("Content-Type").is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        direct
+            .header("Content-Type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
         "{:?}",
         direct.headers
     );
@@ -131,7 +135,10 @@ fn prometheus_scrapes_bounded_site_series() {
     let port = free_port();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn")
         .stdout(Stdio::null())

@@ -46,13 +46,23 @@ fn bad_requests_get_gos_errors() {
     ] {
         assert_go_error(&get(addr, path), status, path);
     }
-    let r = exchange(addr, b"DELETE /debug/pprof/heap HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = exchange(
+        addr,
+        b"DELETE /debug/pprof/heap HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     assert_go_error(&r, 405, "DELETE");
     assert_eq!(r.header("Allow"), Some("GET, HEAD"));
-    let r = exchange(addr, b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    let r = exchange(
+        addr,
+        b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
     assert_go_error(&r, 405, "POST /metrics");
     // Not HTTP at all.
-    assert_go_error(&exchange(addr, b"\x16\x03\x01\x02\x00\r\n\r\n"), 400, "garbage");
+    assert_go_error(
+        &exchange(addr, b"\x16\x03\x01\x02\x00\r\n\r\n"),
+        400,
+        "garbage",
+    );
     // A head over the bound.
     let huge = format!(
         "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
@@ -60,7 +70,10 @@ fn bad_requests_get_gos_errors() {
     );
     assert_go_error(&exchange(addr, huge.as_bytes()), 431, "huge head");
     let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let r = exchange(addr, format!("GET /metrics HTTP/1.1\r\n{many}\r\n").as_bytes());
+    let r = exchange(
+        addr,
+        format!("GET /metrics HTTP/1.1\r\n{many}\r\n").as_bytes(),
+    );
     assert_go_error(&r, 431, "too many headers");
     // A body over the bound, and one that is not there.
     let r = exchange(
@@ -106,20 +119,24 @@ fn routes_answer_with_the_right_types() {
     let text = r.text();
     assert!(text.starts_with("num_symbols: 1\n"), "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with(&format!("{pc:#x} ")) && l.contains("routes_answer_with_the_right_types")),
+        text.lines().any(|l| l.starts_with(&format!("{pc:#x} "))
+            && l.contains("routes_answer_with_the_right_types")),
         "{text}"
     );
     // HEAD: the headers and the length, no body.
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"HEAD /debug/pprof/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"HEAD /debug/pprof/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
     let r = common::http::parse_with(&out, false);
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
     let full = get(addr, "/debug/pprof/");
-    assert_eq!(r.header("Content-Length"), Some(full.body.len().to_string().as_str()));
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(full.body.len().to_string().as_str())
+    );
     server.stop();
 }
 
@@ -185,7 +202,11 @@ fn stalled_clients_do_not_block_the_others() {
         let handles: Vec<_> = (0..45)
             .map(|i| {
                 scope.spawn(move || {
-                    let path = if i % 3 == 0 { "/metrics" } else { "/debug/pprof/" };
+                    let path = if i % 3 == 0 {
+                        "/metrics"
+                    } else {
+                        "/debug/pprof/"
+                    };
                     let r = get(addr, path);
                     (r.status, start.elapsed())
                 })
@@ -205,7 +226,11 @@ fn stalled_clients_do_not_block_the_others() {
         let r = common::http::parse(&out);
         assert_go_error(&r, 408, "stalled client");
     }
-    assert!(start.elapsed() < Duration::from_secs(8), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
     server.stop();
 }
 
@@ -227,7 +252,11 @@ fn one_delta_per_client_and_prompt_stop() {
 
     let t = Instant::now();
     server.stop();
-    assert!(t.elapsed() < Duration::from_secs(3), "stop took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t.elapsed()
+    );
     assert!(refused(addr), "still accepting after stop");
     // The delta in progress was ended with a reason, not left hanging.
     let r = long.join().unwrap();

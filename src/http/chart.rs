@@ -80,7 +80,11 @@ pub(super) fn svg(lines: &[Line], now: Instant) -> String {
     for i in 0..=4 {
         let ago = span * (4 - i) as f64 / 4.0;
         let xx = LEFT + pw * i as f64 / 4.0;
-        let label = if i == 4 { "now".to_string() } else { format!("-{}", ago_label(ago)) };
+        let label = if i == 4 {
+            "now".to_string()
+        } else {
+            format!("-{}", ago_label(ago))
+        };
         let anchor = match i {
             0 => "start",
             4 => "end",
@@ -144,10 +148,12 @@ fn nice_step(raw: f64) -> f64 {
     }
     let unit = 1024f64.powi((raw.log(1024.0)).floor() as i32);
     let r = raw / unit;
-    let m = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]
-        .into_iter()
-        .find(|&m| m >= r)
-        .unwrap_or(1024.0);
+    let m = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ]
+    .into_iter()
+    .find(|&m| m >= r)
+    .unwrap_or(1024.0);
     m * unit
 }
 

@@ -134,7 +134,10 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Response> {
             431,
             &format!("too many request headers (at most {MAX_HEADERS})"),
         )),
-        Err(e) => Err(Response::go_error(400, &format!("malformed HTTP request: {e}"))),
+        Err(e) => Err(Response::go_error(
+            400,
+            &format!("malformed HTTP request: {e}"),
+        )),
     }
 }
 
@@ -191,7 +194,10 @@ fn read_body(
         match read_some(stream, &mut body[got..], deadline, shared) {
             Ok(n) => got += n,
             Err(ReadError::TimedOut) => {
-                return Err(Some(Response::go_error(408, "timed out reading the request body")));
+                return Err(Some(Response::go_error(
+                    408,
+                    "timed out reading the request body",
+                )));
             }
             Err(_) => return Err(None),
         }
@@ -214,7 +220,9 @@ fn read_some(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 if shared.stopping() {
@@ -250,7 +258,11 @@ fn finish(stream: &mut TcpStream, r: &Response, head_only: bool) {
 }
 
 /// HTTP/1.1, one request per connection (`Connection: close`).
-pub(super) fn write_response(stream: &mut TcpStream, r: &Response, head_only: bool) -> io::Result<()> {
+pub(super) fn write_response(
+    stream: &mut TcpStream,
+    r: &Response,
+    head_only: bool,
+) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status(), reason_phrase(r.status()));
     for (name, value) in r.headers() {
         // Our own headers never hold line breaks; refuse any that would.
@@ -295,7 +307,17 @@ mod tests {
             .unwrap();
         assert_eq!((h.method.as_str(), h.target.as_str()), ("GET", "/metrics"));
         assert_eq!(h.content_length.as_deref(), Some("3"));
-        assert!(parse_head(b"GET /metrics HTTP/1.1\r\nHo").unwrap().is_none());
-        assert_eq!(parse_head(b"\x01\x02 nonsense\r\n\r\n").err().unwrap().status(), 400);
+        assert!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHo")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            parse_head(b"\x01\x02 nonsense\r\n\r\n")
+                .err()
+                .unwrap()
+                .status(),
+            400
+        );
     }
 }

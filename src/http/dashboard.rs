@@ -71,7 +71,11 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
         std::process::id()
     );
     totals(&mut h, &snap);
-    let _ = write!(h, "<h2>Live bytes over time</h2>{}", chart::svg(&lines, now));
+    let _ = write!(
+        h,
+        "<h2>Live bytes over time</h2>{}",
+        chart::svg(&lines, now)
+    );
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
     suspects_section(&mut h, suspects.as_deref());
@@ -104,7 +108,9 @@ fn totals(h: &mut String, snap: &Snapshot) {
     }
     h.push_str("</div>");
     if snap.sample_interval() != 1 {
-        h.push_str(r#"<p class="note">Allocations are sampled; figures are unbiased estimates.</p>"#);
+        h.push_str(
+            r#"<p class="note">Allocations are sampled; figures are unbiased estimates.</p>"#,
+        );
     }
 }
 
@@ -240,7 +246,11 @@ fn site_cell(id: u32, frames: &[Frame]) -> String {
     format!(
         r#"<div class="fn">{}</div><div class="loc">{} · site {id}</div><details><summary>stack ({} frames)</summary><pre class="folded">{}</pre><pre>{}</pre></details>"#,
         escape(&owner_name(frames)),
-        escape(if loc.is_empty() { "no line tables" } else { &loc }),
+        escape(if loc.is_empty() {
+            "no line tables"
+        } else {
+            &loc
+        }),
         from_owner.len(),
         escape(&folded.join(";")),
         escape(&listed),

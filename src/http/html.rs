@@ -20,6 +20,9 @@ pub(super) fn escape(s: &str) -> String {
 mod tests {
     #[test]
     fn escapes() {
-        assert_eq!(super::escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            super::escape(r#"<a href="x">&'"#),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

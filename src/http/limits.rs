@@ -71,7 +71,11 @@ impl Deltas {
 
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
-        let mut r = self.deltas.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .deltas
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         r.count -= 1;
         if let Some(ip) = self.client {
             r.clients.retain(|c| *c != ip);

@@ -148,7 +148,9 @@ impl Options {
             ));
         }
         if self.token.as_deref() == Some("") {
-            return Err(Error::InvalidConfig("the token must not be empty".to_string()));
+            return Err(Error::InvalidConfig(
+                "the token must not be empty".to_string(),
+            ));
         }
         if self.history_interval.is_zero() {
             return Err(Error::InvalidConfig(

@@ -168,10 +168,8 @@ pub(super) fn flamegraph() -> Response {
 pub(super) fn json() -> Response {
     let mut body = Vec::new();
     match snapshot().write_json(&mut body) {
-        Ok(()) => Response::ok("application/json", body).with_header(
-            "Content-Disposition",
-            "inline; filename=\"snapshot.json\"",
-        ),
+        Ok(()) => Response::ok("application/json", body)
+            .with_header("Content-Disposition", "inline; filename=\"snapshot.json\""),
         Err(e) => Response::go_error(500, &format!("could not write the snapshot: {e}")),
     }
 }

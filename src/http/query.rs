@@ -78,7 +78,10 @@ mod tests {
     #[test]
     fn go_rules() {
         assert_eq!(profile_query("", 300).unwrap(), ProfileQuery::default());
-        assert_eq!(profile_query("seconds=5&gc=1", 300).unwrap().seconds, Some(5));
+        assert_eq!(
+            profile_query("seconds=5&gc=1", 300).unwrap().seconds,
+            Some(5)
+        );
         assert!(profile_query("debug=1", 300).unwrap().debug);
         assert!(!profile_query("debug=0", 300).unwrap().debug);
         for bad in [

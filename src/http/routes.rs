@@ -106,7 +106,11 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "GET" | "HEAD" => {}
         "POST" if is_symbol => {}
         _ => {
-            let allow = if is_symbol { "GET, HEAD, POST" } else { "GET, HEAD" };
+            let allow = if is_symbol {
+                "GET, HEAD, POST"
+            } else {
+                "GET, HEAD"
+            };
             return Response::go_error(405, "method not allowed").with_header("Allow", allow);
         }
     }

@@ -262,7 +262,10 @@ impl Server {
             while s.connections > 0 {
                 let now = Instant::now();
                 if now >= deadline {
-                    log::warn!("leakscope: {} HTTP connections still open at stop", s.connections);
+                    log::warn!(
+                        "leakscope: {} HTTP connections still open at stop",
+                        s.connections
+                    );
                     break;
                 }
                 s = self
@@ -302,17 +305,19 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                     continue;
                 }
                 let s = shared.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("leakscope-http-conn".to_string())
-                    .spawn(move || {
-                        let _guard = Guard::enter();
-                        // Last resort: the code does not panic on bad input,
-                        // but a panic must not leak the connection count.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            conn::serve_connection(stream, peer, &s)
-                        }));
-                        s.connection_done();
-                    });
+                // Unnamed: std copies a thread's name on the new thread
+                // before the closure runs (for its stack-overflow message),
+                // where the guard is not yet held, so a name would be
+                // recorded once per connection.
+                let spawned = std::thread::Builder::new().spawn(move || {
+                    let _guard = Guard::enter();
+                    // Last resort: the code does not panic on bad input,
+                    // but a panic must not leak the connection count.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        conn::serve_connection(stream, peer, &s)
+                    }));
+                    s.connection_done();
+                });
                 if spawned.is_err() {
                     // The closure (and the stream) was dropped: closed.
                     shared.connection_done();

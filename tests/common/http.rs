@@ -41,7 +41,8 @@ pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
 pub fn get_with(addr: SocketAddr, path: &str, extra: &str) -> Reply {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n")
+            .as_bytes(),
     )
 }
 
@@ -85,16 +86,19 @@ pub fn parse_with(out: &[u8], check_length: bool) -> Reply {
         body,
     };
     if let Some(len) = reply.header("Content-Length").filter(|_| check_length) {
-        assert_eq!(len.parse::<usize>().unwrap(), reply.body.len(), "Content-Length");
+        assert_eq!(
+            len.parse::<usize>().unwrap(),
+            reply.body.len(),
+            "Content-Length"
+        );
     }
     reply
 }
 
 /// Fails (never skips) when a client program the test drives is missing.
 pub fn require(program: &str, package: &str) {
-    let found = std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
     assert!(
         found,
         "`{program}` is not on PATH: this test checks the endpoint with the real client. \
