@@ -43,10 +43,11 @@ pub(super) fn svg(lines: &[Line], now: Instant) -> String {
         .flat_map(|l| l.points.iter().map(|p| p.0))
         .min()
         .unwrap_or(now);
-    // At least a minute across, so two points a second apart do not fill it.
+    // The history's own span (at least ten seconds, so a lone point or two
+    // close ones do not stretch across the whole chart).
     let span = now
         .saturating_duration_since(oldest)
-        .max(Duration::from_secs(60))
+        .max(Duration::from_secs(10))
         .as_secs_f64();
     let max = lines
         .iter()

@@ -88,7 +88,7 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
 fn totals(h: &mut String, snap: &Snapshot) {
     let interval = match snap.sample_interval() {
         1 => "exact".to_string(),
-        r => format!("every {}", human(r as f64)),
+        r => human(r as f64),
     };
     let cards = [
         ("Live heap", human(snap.live_bytes() as f64)),
@@ -96,7 +96,7 @@ fn totals(h: &mut String, snap: &Snapshot) {
         ("Allocated in all", human(snap.total_bytes() as f64)),
         ("Sites", group(snap.sites().len() as u64)),
         ("Tracker overhead", human(snap.tracker_bytes() as f64)),
-        ("Sampling", interval),
+        ("Sample interval", interval),
     ];
     h.push_str(r#"<div class="cards">"#);
     for (k, v) in cards {
