@@ -88,7 +88,10 @@ fn chromium_renders_the_dashboard() {
         }
 
         let dom = String::from_utf8(chromium(&["--dump-dom"], &url).stdout).unwrap();
-        assert!(dom.contains("grow_session_cache"), "the DOM does not name the leak:\n{dom}");
+        assert!(
+            dom.contains("grow_session_cache"),
+            "the DOM does not name the leak:\n{dom}"
+        );
         let svg_at = dom
             .find(r#"<svg id="live-bytes-chart""#)
             .unwrap_or_else(|| panic!("no chart SVG in the DOM:\n{dom}"));
@@ -118,7 +121,11 @@ fn chromium_renders_the_dashboard() {
         );
         let png = std::fs::read(&shot).expect("chromium wrote the screenshot");
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-        assert!(png.len() > 20_000, "a blank screenshot? {} bytes", png.len());
+        assert!(
+            png.len() > 20_000,
+            "a blank screenshot? {} bytes",
+            png.len()
+        );
         println!("dashboard screenshot: {}", shot.display());
         stop.store(true, Ordering::Relaxed);
     });

@@ -106,7 +106,7 @@ fn routes_answer_with_the_right_types() {
         assert!(!r.body.is_empty(), "{path}");
     }
     assert_eq!(get(addr, "/debug/pprof/symbol").text(), "num_symbols: 1\n");
-    let pc = routes_answer_with_the_right_types as usize;
+    let pc = routes_answer_with_the_right_types as fn() as usize;
     let body = format!("{pc:#x}+0x1");
     let r = exchange(
         addr,

@@ -144,7 +144,7 @@ pub(super) fn svg(lines: &[Line], now: Instant) -> String {
 /// 1, 2 or 5 times a power of 1024 or 10 near `raw`, so gridlines fall on
 /// round byte figures (256 KiB, 1 MiB, 2 MiB, ...).
 fn nice_step(raw: f64) -> f64 {
-    if !(raw > 1.0) {
+    if raw.is_nan() || raw <= 1.0 {
         return 1.0;
     }
     let unit = 1024f64.powi((raw.log(1024.0)).floor() as i32);
@@ -163,9 +163,9 @@ fn ago_label(secs: f64) -> String {
     let s = secs.round() as u64;
     match s {
         0..60 => format!("{s}s"),
-        60..3600 if s % 60 == 0 => format!("{}m", s / 60),
+        60..3600 if s.is_multiple_of(60) => format!("{}m", s / 60),
         60..3600 => format!("{}m{}s", s / 60, s % 60),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
         _ => format!("{}h{}m", s / 3600, (s % 3600) / 60),
     }
 }

@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn symbol_names_a_function_of_ours() {
-        let pc = addresses_parse_as_go_parses_them as usize as u64;
+        let pc = addresses_parse_as_go_parses_them as fn() as usize as u64;
         let r = symbol_bytes(format!("{pc:#x}+junk+0").as_bytes());
         let text = String::from_utf8(r.body().to_vec()).unwrap();
         let mut lines = text.lines();
