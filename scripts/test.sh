@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# first (Go, for `go tool pprof`, which the export tests drive), then the
-# tests with every feature and the core alone.
+# first (Go, Prometheus and Chromium, which the export and endpoint tests
+# drive), then the tests with every feature and the core alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "go not found: installing golang-go (needed by the pprof export tests)"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y golang-go
-fi
+# The real clients the tests drive (a missing one fails its test, never
+# skips it): Go for `go tool pprof`, Prometheus for `/metrics`, Chromium for
+# the dashboard. Debian/Ubuntu package names.
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+updated=""
+need() { # need COMMAND PACKAGE WHY
+    if ! command -v "$1" >/dev/null 2>&1; then
+        echo "$1 not found: installing $2 (needed by the $3 tests)"
+        if [ -z "$updated" ]; then $SUDO apt-get update; updated=1; fi
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2"
+    fi
+}
+need go golang-go "pprof export and endpoint"
+need prometheus prometheus "Prometheus scrape"
+need chromium chromium "dashboard"
 go version
+prometheus --version 2>&1 | head -n 1
+chromium --version
 
 # Everything, including the exports checked against the real clients.
 cargo test --all-features

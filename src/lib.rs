@@ -47,7 +47,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 mod leaks;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod profile;
 mod recorder;
 mod report;

@@ -2,6 +2,9 @@
 //! reentrancy guard, so taking them changes no site. One test in this file,
 //! so no other test thread allocates between the two snapshots.
 
+// The exports it takes need their features (all on by default).
+#![cfg(all(feature = "pprof", feature = "flamegraph", feature = "json"))]
+
 use std::io::{Write, sink};
 
 #[global_allocator]

@@ -3,6 +3,7 @@
 
 mod leakcheck;
 mod monitor;
+mod running;
 mod suspect;
 mod trend;
 mod window;
@@ -10,3 +11,6 @@ mod window;
 pub use leakcheck::{LeakCheck, assert_no_leaks};
 pub use monitor::{Monitor, MonitorConfig};
 pub use suspect::{SiteHistory, Suspect};
+
+#[cfg_attr(not(all(feature = "metrics", feature = "http")), allow(unused_imports))]
+pub(crate) use running::{running_history, running_suspects};

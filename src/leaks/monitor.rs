@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::running::{self, View};
 use super::suspect::{SiteHistory, Suspect};
 use super::window::Window;
 use crate::Error;
@@ -255,6 +256,20 @@ struct State {
     suspects: Vec<Suspect>,
 }
 
+impl View for Shared {
+    fn suspects(&self) -> Vec<Suspect> {
+        lock(&self.state).suspects.clone()
+    }
+
+    fn history(&self) -> Vec<SiteHistory> {
+        lock(&self.state).window.history()
+    }
+
+    fn stopped(&self) -> bool {
+        lock(&self.state).stop
+    }
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     // The state stays consistent at every unlock, so a panic elsewhere while
     // it was held does not make it unusable.
@@ -296,6 +311,9 @@ impl Monitor {
                 }),
                 wake: Condvar::new(),
             });
+            // So `/metrics` and the dashboard find this monitor.
+            let view: Arc<dyn View> = shared.clone();
+            running::register(Arc::downgrade(&view));
             let (interval, window, min_growth_bytes) =
                 (config.interval, config.window, config.min_growth_bytes);
             let thread = std::thread::Builder::new()
@@ -328,7 +346,7 @@ impl Monitor {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn suspects(&self) -> Vec<Suspect> {
-        Guard::run(|| lock(&self.shared.state).suspects.clone())
+        Guard::run(|| View::suspects(&*self.shared))
     }
 
     /// The retained series of every site that held live bytes during the
@@ -348,7 +366,7 @@ impl Monitor {
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn history(&self) -> Vec<SiteHistory> {
-        Guard::run(|| lock(&self.shared.state).window.history())
+        Guard::run(|| View::history(&*self.shared))
     }
 
     /// Stops the monitor and waits for its thread to end. Returns at once

@@ -18,6 +18,9 @@ mod maps;
 mod pprof;
 pub(crate) mod text;
 
+#[cfg(feature = "http")]
+pub(crate) use pprof::write_go_profile;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::profile::Frame;

@@ -50,6 +50,9 @@ mod proto {
         pub period: i64,
         #[prost(int64, repeated, tag = "13")]
         pub comment: Vec<i64>,
+        /// Index into the string table; 0 (empty) means the last sample type.
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -431,6 +434,17 @@ impl Builder {
 }
 
 fn write(rows: &[Row<'_>], meta: &Meta, w: impl Write) -> Result<(), crate::Error> {
+    write_typed(rows, meta, "", w)
+}
+
+/// [`write`] with pprof's default sample type named (`""`: the last one,
+/// `inuse_space`), as Go's `/debug/pprof/allocs` names `alloc_space`.
+fn write_typed(
+    rows: &[Row<'_>],
+    meta: &Meta,
+    default_sample_type: &str,
+    w: impl Write,
+) -> Result<(), crate::Error> {
     let mut b = Builder::new(read_maps());
     // Go's heap profile order; pprof shows the last (inuse_space) by default.
     let sample_type = vec![
@@ -440,6 +454,9 @@ fn write(rows: &[Row<'_>], meta: &Meta, w: impl Write) -> Result<(), crate::Erro
         b.value_type("inuse_space", "bytes"),
     ];
     b.profile.sample_type = sample_type;
+    if !default_sample_type.is_empty() {
+        b.profile.default_sample_type = b.string(default_sample_type);
+    }
     b.profile.period_type = Some(b.value_type("space", "bytes"));
     b.profile.period = i64::try_from(meta.sample_interval).unwrap_or(i64::MAX);
     b.profile.time_nanos = i64::try_from(unix_nanos(meta.time)).unwrap_or(i64::MAX);
@@ -555,4 +572,36 @@ impl Diff {
             write(&self.rows(), &meta, w)
         })
     }
+}
+
+/// The HTTP endpoint's entry (`/debug/pprof/heap` and `/allocs`): the
+/// profile of a snapshot (`base` `None`, `duration_nanos` 0) or of the growth
+/// since `base` (`duration_nanos` the time between the two), with pprof's
+/// default sample type named (`""` for Go's default, the last type).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn write_go_profile(
+    now: &Snapshot,
+    base: Option<&Snapshot>,
+    default_sample_type: &str,
+    w: impl Write,
+) -> Result<(), crate::Error> {
+    Guard::run(|| match base {
+        None => {
+            let meta = Meta {
+                sample_interval: now.sample_interval(),
+                time: now.time(),
+                base_time: None,
+            };
+            write_typed(&now.rows(), &meta, default_sample_type, w)
+        }
+        Some(base) => {
+            let diff = now.diff(base);
+            let meta = Meta {
+                sample_interval: diff.sample_interval(),
+                time: diff.time(),
+                base_time: Some(diff.base_time()),
+            };
+            write_typed(&diff.rows(), &meta, default_sample_type, w)
+        }
+    })
 }

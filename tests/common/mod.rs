@@ -1,6 +1,8 @@
 //! Helpers shared by the core tests.
 #![allow(dead_code)]
 
+pub mod http;
+
 use leakscope::{Site, Snapshot};
 
 /// Whether any frame of `site` is the function `name` (a path suffix match,

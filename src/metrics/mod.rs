@@ -1,0 +1,234 @@
+//! Prometheus metrics: the heap totals and the top sites as gauges, in the
+//! Prometheus text exposition format (version 0.0.4), for `/metrics`.
+//!
+//! Cardinality is bounded whatever the program does: one
+//! `leakscope_site_live_bytes` series for each of the top `N` sites by live
+//! bytes, plus one `site="other"` series for all the rest, and at most `N`
+//! suspect series.
+//!
+//! Encoded with `prometheus-client` (which escapes label values and writes
+//! the `HELP`/`TYPE` lines); a fresh registry is filled per scrape, because
+//! the set of top sites changes from one scrape to the next.
+
+use std::io::Write;
+
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::Error;
+use crate::leaks::{Suspect, running_suspects};
+use crate::profile::{Frame, Snapshot, snapshot};
+use crate::recorder::Guard;
+use crate::report::text::{owner_location, owner_name};
+
+/// The `Content-Type` of what [`write_prometheus`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The number of top sites `/metrics` exposes unless configured otherwise.
+pub const DEFAULT_TOP_SITES: usize = 20;
+
+/// Label values longer than this (in characters) are cut, and end in `…`:
+/// a generic function's name can run to kilobytes, and every byte of a label
+/// is stored in every sample of the series.
+const MAX_LABEL_CHARS: usize = 200;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Writes the heap's metrics in the Prometheus text format, from a fresh
+/// [`snapshot()`]:
+///
+/// | series | type | what |
+/// |---|---|---|
+/// | `leakscope_live_bytes` | gauge | estimated live bytes, all sites |
+/// | `leakscope_live_allocations` | gauge | estimated live allocations |
+/// | `leakscope_allocated_bytes_total` | counter | estimated bytes ever allocated |
+/// | `leakscope_tracker_bytes` | gauge | memory the tracker itself holds |
+/// | `leakscope_sample_interval_bytes` | gauge | mean sample interval (1 = exact) |
+/// | `leakscope_site_live_bytes{site, function, location}` | gauge | live bytes of each of the top `top_n` sites by live bytes, and `site="other"` for the rest |
+/// | `leakscope_suspect_growth_bytes_per_second{site, function, location}` | gauge | growth rate of each leak suspect (at most `top_n`), while a [`Monitor`](crate::Monitor) runs |
+///
+/// `site` is the site's stable id ([`Site::id`](crate::Site::id)),
+/// `function` its owner's function ([`Site::owner`](crate::Site::owner), or
+/// the innermost frame for a stack of std frames only), `location` the
+/// owner's `file:line` (the path from the crate directory on). Label values
+/// are escaped as the format requires and cut at 200 characters. Everything
+/// runs under the tracker's guard: a scrape is never recorded.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the writer fails.
+///
+/// # Examples
+///
+/// ```
+/// let mut out = Vec::new();
+/// leakscope::metrics::write_prometheus(&mut out, 10)?;
+/// let text = String::from_utf8(out).unwrap();
+/// assert!(text.contains("leakscope_live_bytes"));
+/// assert!(text.contains("leakscope_site_live_bytes{site=\"other\""));
+/// # Ok::<(), leakscope::Error>(())
+/// ```
+pub fn write_prometheus<W: Write>(mut w: W, top_n: usize) -> Result<(), Error> {
+    let text = Guard::run(|| render(&snapshot(), running_suspects().as_deref(), top_n))?;
+    w.write_all(text.as_bytes())?;
+    w.flush()?;
+    Ok(())
+}
+
+/// The exposition of `snap` (and of `suspects`, when a monitor runs).
+pub(crate) fn render(
+    snap: &Snapshot,
+    suspects: Option<&[Suspect]>,
+    top_n: usize,
+) -> Result<String, Error> {
+    Guard::run(|| {
+        let mut registry = Registry::default();
+        let gauge = |registry: &mut Registry, name: &str, help: &str, v: u64| {
+            let g: Gauge = Gauge::default();
+            g.set(clamp(v));
+            registry.register(name, help, g);
+        };
+        gauge(
+            &mut registry,
+            "leakscope_live_bytes",
+            "Estimated live heap bytes over all sites",
+            snap.live_bytes(),
+        );
+        gauge(
+            &mut registry,
+            "leakscope_live_allocations",
+            "Estimated live heap allocations over all sites",
+            snap.live_allocs(),
+        );
+        let allocated: Counter = Counter::default();
+        allocated.inc_by(snap.total_bytes());
+        // Registered without the suffix: the encoder adds `_total`.
+        registry.register(
+            "leakscope_allocated_bytes",
+            "Estimated bytes ever allocated",
+            allocated,
+        );
+        gauge(
+            &mut registry,
+            "leakscope_tracker_bytes",
+            "Memory held by the leakscope tracker itself",
+            snap.tracker_bytes(),
+        );
+        gauge(
+            &mut registry,
+            "leakscope_sample_interval_bytes",
+            "Mean sample interval in bytes (1 means every allocation is recorded)",
+            snap.sample_interval(),
+        );
+
+        let sites = Family::<Labels, Gauge>::default();
+        let top: Vec<_> = snap
+            .sites()
+            .iter()
+            .filter(|s| s.live_bytes() > 0)
+            .take(top_n)
+            .collect();
+        let mut shown = 0u64;
+        for s in &top {
+            shown = shown.saturating_add(s.live_bytes());
+            sites
+                .get_or_create(&site_labels(s.id(), s.frames()))
+                .set(clamp(s.live_bytes()));
+        }
+        let other: Labels = vec![
+            ("site", "other".to_string()),
+            ("function", String::new()),
+            ("location", String::new()),
+        ];
+        sites
+            .get_or_create(&other)
+            .set(clamp(snap.live_bytes().saturating_sub(shown)));
+        registry.register(
+            "leakscope_site_live_bytes",
+            "Estimated live bytes of the top sites by live bytes; site=\"other\" sums the rest",
+            sites,
+        );
+
+        if let Some(suspects) = suspects {
+            let growth = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+            for s in suspects.iter().take(top_n) {
+                growth
+                    .get_or_create(&site_labels(s.id(), s.frames()))
+                    .set(s.growth_rate());
+            }
+            registry.register(
+                "leakscope_suspect_growth_bytes_per_second",
+                "Growth rate of each leak suspect of the running growth monitor",
+                growth,
+            );
+        }
+
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry)
+            .map_err(|e| Error::Encode(format!("prometheus exposition: {e}")))?;
+        Ok(out)
+    })
+}
+
+fn site_labels(id: u32, frames: &[Frame]) -> Labels {
+    vec![
+        ("site", id.to_string()),
+        ("function", bounded(owner_name(frames))),
+        ("location", bounded(owner_location(frames))),
+    ]
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `s` cut to [`MAX_LABEL_CHARS`] characters (at a character boundary).
+fn bounded(s: String) -> String {
+    match s.char_indices().nth(MAX_LABEL_CHARS - 1) {
+        Some((i, _)) if s.len() > i + 1 => {
+            let mut cut = s[..i].to_string();
+            cut.push('…');
+            cut
+        }
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_labels_are_cut() {
+        assert_eq!(bounded("short".into()), "short");
+        let exact: String = "x".repeat(MAX_LABEL_CHARS);
+        assert_eq!(bounded(exact.clone()), exact);
+        let long: String = "é".repeat(MAX_LABEL_CHARS + 50);
+        let cut = bounded(long);
+        assert_eq!(cut.chars().count(), MAX_LABEL_CHARS);
+        assert!(cut.ends_with('…'));
+    }
+
+    #[test]
+    fn exposition_names_totals_and_bounds_sites() {
+        let text = render(&snapshot(), None, 3).unwrap();
+        for name in [
+            "leakscope_live_bytes ",
+            "leakscope_live_allocations ",
+            "leakscope_allocated_bytes_total ",
+            "leakscope_tracker_bytes ",
+            "leakscope_sample_interval_bytes ",
+        ] {
+            assert!(text.contains(name), "{name} missing:\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("leakscope_site_live_bytes{"))
+            .count();
+        assert!((1..=4).contains(&series), "{series} series:\n{text}");
+        assert!(!text.contains("leakscope_suspect_growth"));
+    }
+}
