@@ -191,6 +191,11 @@ impl SiteDelta {
         owner(self.stack.frames())
     }
 
+    /// The stack, for exports ([`SiteStack::frames_once`]).
+    pub(crate) fn stack(&self) -> &SiteStack {
+        &self.stack
+    }
+
     /// The raw return addresses, as [`Site::addresses`].
     pub fn addresses(&self) -> &[usize] {
         self.stack.addresses()

@@ -26,9 +26,33 @@ pub struct Frame {
     pub(super) line: Option<u32>,
     pub(super) address: usize,
     pub(super) inlined: bool,
+    /// A hash of what identifies the frame at the source level (see
+    /// [`Frame::with_key`]), computed once per address when it is resolved,
+    /// so that merging a stack into its site hashes one word per frame.
+    pub(super) key: u64,
 }
 
 impl Frame {
+    /// The frame with its source-level key computed: (function, file, line)
+    /// of the frame; the function name alone without line tables; and the
+    /// address where there is no symbol at all (the name is then the address
+    /// and there is no file), since that is all that tells two such frames
+    /// apart.
+    pub(super) fn with_key(mut self) -> Frame {
+        use std::hash::{Hash, Hasher};
+        let unresolved = self.file.is_none() && self.function.starts_with("0x");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &*self.function,
+            self.file.as_deref(),
+            self.line,
+            unresolved.then_some(self.address),
+        )
+            .hash(&mut h);
+        self.key = h.finish();
+        self
+    }
+
     /// Demangled function name without the `::h0123…` hash, or the address
     /// in hex when it could not be resolved.
     pub fn function(&self) -> &str {
@@ -213,7 +237,9 @@ mod tests {
             line: file.map(|_| 1),
             address: 0,
             inlined: false,
+            key: 0,
         }
+        .with_key()
     }
 
     #[test]

@@ -16,6 +16,13 @@
 //! process. A site keeps the first raw stack that mapped to it as its
 //! representative (its [`Site::addresses`]).
 //!
+//! Memory: the table keeps, per site, a 128-bit hash of its source-level
+//! stack (the identity of the site: two different stacks with the same
+//! 128-bit hash would be merged, which a program with a million sites has a
+//! chance of about 2^-88 to see), its representative raw stack (shared with
+//! the recorder's site table) and a lazily symbolized [`SiteStack`]: frames
+//! are kept only for sites someone asked about, never for all of them.
+//!
 //! [`Site`]: super::Site
 //! [`Site::id`]: super::Site::id
 //! [`Site::addresses`]: super::Site::addresses
@@ -26,27 +33,25 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::frame::Frame;
-use super::symbolize::{SiteStack, with_symbol_lock};
+use super::symbolize::{SiteStack, symbolize, with_symbol_lock};
 
 /// The process-wide mapping. Locked only at query time, and only under the
 /// symbol lock (`with_symbol_lock`), so its mutex is never contended and no
 /// other thread holds it at a fork; held for a lookup or an insert only
-/// (every stack it compares is symbolized before, outside both locks: the
-/// symbol lock is not reentrant).
+/// (stacks are symbolized before, outside both locks: the symbol lock is not
+/// reentrant).
 struct Table {
     /// Raw site id -> site id, for raw ids `0..of_raw.len()`.
     of_raw: Vec<u32>,
-    /// Hash of a site's source-level stack -> the sites with that hash (more
-    /// than one only on a collision; equality is checked on the frames, so
-    /// the table holds no second copy of any frame).
-    by_hash: HashMap<u64, Vec<u32>, BuildHasherDefault<DefaultHasher>>,
-    /// Site id -> its stack (the representative raw stack and its frames).
+    /// Identity of a site's source-level stack (see the module docs) -> id.
+    by_key: HashMap<u128, u32, BuildHasherDefault<DefaultHasher>>,
+    /// Site id -> its stack (the representative raw stack; frames lazily).
     stacks: Vec<SiteStack>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     of_raw: Vec::new(),
-    by_hash: HashMap::with_hasher(BuildHasherDefault::new()),
+    by_key: HashMap::with_hasher(BuildHasherDefault::new()),
     stacks: Vec::new(),
 });
 
@@ -74,21 +79,23 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
         // Symbolize the new raw stacks outside the lock: that is the slow
         // part, and two threads asking at once may both do it (the second
         // one's work is dropped below), which costs time, never correctness.
-        let fresh: Vec<SiteStack> = raw[known..]
+        // The frames themselves are dropped once hashed.
+        let fresh: Vec<u128> = raw[known..]
             .iter()
-            .map(|addrs| {
-                let s = SiteStack::new(addrs.clone());
-                s.frames();
-                s
-            })
+            .map(|addrs| key_of(&symbolize(addrs)))
             .collect();
         with_symbol_lock(|| {
             let mut t = table();
-            for (i, stack) in fresh.into_iter().enumerate() {
-                if known + i < t.of_raw.len() {
+            for (i, key) in fresh.into_iter().enumerate() {
+                let raw_id = known + i;
+                if raw_id < t.of_raw.len() {
                     continue; // mapped meanwhile by another query
                 }
-                let site = t.site_of(stack);
+                let next = t.stacks.len() as u32;
+                let site = *t.by_key.entry(key).or_insert(next);
+                if site == next {
+                    t.stacks.push(SiteStack::new(raw[raw_id].clone()));
+                }
                 t.of_raw.push(site);
             }
         });
@@ -102,57 +109,79 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
     })
 }
 
-impl Table {
-    /// The site of `stack`'s source-level stack, created if new.
-    fn site_of(&mut self, stack: SiteStack) -> u32 {
-        let hash = key_hash(stack.frames());
-        let candidates = self.by_hash.entry(hash).or_default();
-        for &id in candidates.iter() {
-            if same_source(self.stacks[id as usize].frames(), stack.frames()) {
-                return id;
-            }
-        }
-        let id = self.stacks.len() as u32;
-        candidates.push(id);
-        self.stacks.push(stack);
-        id
-    }
-}
-
-/// What identifies a frame at the source level (see the module docs).
-fn key(f: &Frame) -> (&str, Option<&str>, Option<u32>, Option<usize>) {
-    // No symbol (the name is the address, and there is no file): the address
-    // is all there is to tell two frames apart.
-    let unresolved = f.file().is_none() && f.function().starts_with("0x");
-    (
-        f.function(),
-        f.file(),
-        f.line(),
-        unresolved.then_some(f.address()),
-    )
-}
-
-fn key_hash(frames: &[Frame]) -> u64 {
-    let mut h = DefaultHasher::new();
-    frames.len().hash(&mut h);
+/// A 128-bit hash of a source-level stack, from its frames' keys (see
+/// `Frame::with_key`): two SipHash passes under different keys (std's
+/// `DefaultHasher` is keyed with zeros; a prefix makes the second pass an
+/// independent function of the same input).
+fn key_of(frames: &[Frame]) -> u128 {
+    let mut a = DefaultHasher::new();
+    let mut b = DefaultHasher::new();
+    0x9E37_79B9_7F4A_7C15u64.hash(&mut b);
+    frames.len().hash(&mut a);
+    frames.len().hash(&mut b);
     for f in frames {
-        key(f).hash(&mut h);
+        a.write_u64(f.key);
+        b.write_u64(f.key);
     }
-    h.finish()
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
-fn same_source(a: &[Frame], b: &[Frame]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| key(x) == key(y))
-}
-
-/// Approximate bytes held by the table (the frames themselves are counted
-/// with the symbol cache).
+/// Approximate bytes held by the table, and by the frames of the sites
+/// someone asked about.
 pub(crate) fn overhead_bytes() -> u64 {
     with_symbol_lock(|| {
         let t = table();
+        let frames: usize = t.stacks.iter().map(SiteStack::cached_bytes).sum();
         (t.of_raw.capacity() * 4
             + t.stacks.capacity() * std::mem::size_of::<SiteStack>()
-            + t.by_hash.capacity() * (8 + std::mem::size_of::<Vec<u32>>())
-            + t.by_hash.values().map(|v| v.capacity() * 4).sum::<usize>()) as u64
+            + t.stacks.len() * 48
+            + t.by_key.capacity() * (16 + 4 + 1)
+            + frames) as u64
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: Option<&str>, line: Option<u32>, address: usize) -> Frame {
+        Frame {
+            function: function.into(),
+            file: file.map(Into::into),
+            line,
+            address,
+            inlined: false,
+            key: 0,
+        }
+        .with_key()
+    }
+
+    #[test]
+    fn same_source_same_key_whatever_the_addresses() {
+        let a = [
+            frame("f", Some("/a.rs"), Some(3), 0x10),
+            frame("main", Some("/a.rs"), Some(9), 0x20),
+        ];
+        let b = [
+            frame("f", Some("/a.rs"), Some(3), 0x11),
+            frame("main", Some("/a.rs"), Some(9), 0x99),
+        ];
+        assert_eq!(key_of(&a), key_of(&b));
+        // Another line, another site.
+        let c = [
+            frame("f", Some("/a.rs"), Some(4), 0x10),
+            frame("main", Some("/a.rs"), Some(9), 0x20),
+        ];
+        assert_ne!(key_of(&a), key_of(&c));
+        // Without line tables, the name alone.
+        let d = [frame("f", None, None, 0x10)];
+        let e = [frame("f", None, None, 0x50)];
+        assert_eq!(key_of(&d), key_of(&e));
+        // Without a symbol, the address.
+        let g = [frame("0x10", None, None, 0x10)];
+        let h = [frame("0x50", None, None, 0x50)];
+        assert_ne!(key_of(&g), key_of(&h));
+        // A prefix is not the stack.
+        assert_ne!(key_of(&a[..1]), key_of(&a));
+    }
 }

@@ -87,6 +87,11 @@ impl Site {
         owner(self.stack.frames())
     }
 
+    /// The stack, for exports ([`SiteStack::frames_once`]).
+    pub(crate) fn stack(&self) -> &SiteStack {
+        &self.stack
+    }
+
     /// The raw return addresses of the stack, innermost first, untrimmed.
     pub fn addresses(&self) -> &[usize] {
         self.stack.addresses()

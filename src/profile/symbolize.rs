@@ -146,7 +146,9 @@ fn frames_of(addr: usize) -> Arc<[Frame]> {
             line: None,
             address: 0,
             inlined: false,
-        }]);
+            key: 0,
+        }
+        .with_key()]);
     }
     with_cache(|cache| {
         if let Some(f) = cache.get(&addr) {
@@ -173,6 +175,7 @@ fn resolve_frames(addr: usize) -> Arc<[Frame]> {
             line: sym.lineno(),
             address: addr,
             inlined: true,
+            key: 0,
         });
     });
     if out.is_empty() {
@@ -182,6 +185,7 @@ fn resolve_frames(addr: usize) -> Arc<[Frame]> {
             line: None,
             address: addr,
             inlined: false,
+            key: 0,
         });
     }
     if let Some(last) = out.last_mut() {
@@ -194,7 +198,7 @@ fn resolve_frames(addr: usize) -> Arc<[Frame]> {
             }
         }
     }
-    out.into()
+    out.into_iter().map(Frame::with_key).collect()
 }
 
 /// A name without a module path (`generate_string`, `new<T>`), as debug
@@ -232,6 +236,24 @@ impl SiteStack {
     /// The symbolized, trimmed frames (see [`symbolize`]).
     pub(crate) fn frames(&self) -> &[Frame] {
         self.frames.get_or_init(|| symbolize(&self.addrs))
+    }
+
+    /// The frames, as [`frames`](Self::frames), but without keeping them
+    /// in this stack when it did not have them yet: for exports, which go
+    /// through every site once and would otherwise hold every site's frames
+    /// at the end (symbolizing from the per-address cache is cheap).
+    pub(crate) fn frames_once(&self) -> Arc<[Frame]> {
+        match self.frames.get() {
+            Some(frames) => frames.clone(),
+            None => symbolize(&self.addrs),
+        }
+    }
+
+    /// Bytes of the frames this stack holds (0 until someone asked).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.frames
+            .get()
+            .map_or(0, |f| f.len() * std::mem::size_of::<Frame>() + 16)
     }
 
     /// The owner frame (see [`owner`](super::frame::owner)).
@@ -391,7 +413,9 @@ mod tests {
             line: file.map(|_| 1),
             address: 0,
             inlined: false,
+            key: 0,
         }
+        .with_key()
     }
 
     #[test]

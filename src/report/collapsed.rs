@@ -43,19 +43,19 @@ fn fold_names<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> String {
 /// Two sites can fold to the same line (they differ only in addresses, say two
 /// calls from one function), so lines are merged by their text; inferno needs
 /// its input sorted, and a sorted file diffs well between runs.
-pub(crate) fn lines(rows: &[Row<'_>]) -> BTreeMap<String, u64> {
+pub(crate) fn lines(rows: impl Iterator<Item = Row>) -> BTreeMap<String, u64> {
     let mut out: BTreeMap<String, u64> = BTreeMap::new();
     for r in rows {
         if let Ok(bytes) = u64::try_from(r.inuse_space) {
             if bytes > 0 {
-                *out.entry(fold(r.frames)).or_default() += bytes;
+                *out.entry(fold(&r.frames)).or_default() += bytes;
             }
         }
     }
     out
 }
 
-fn write(rows: &[Row<'_>], mut w: impl Write) -> Result<(), crate::Error> {
+fn write(rows: impl Iterator<Item = Row>, mut w: impl Write) -> Result<(), crate::Error> {
     let mut text = String::new();
     for (stack, bytes) in lines(rows) {
         text.push_str(&stack);
@@ -96,7 +96,7 @@ impl Snapshot {
     /// ```
     pub fn write_collapsed<W: Write>(&self, w: W) -> Result<(), crate::Error> {
         // Under the guard: nothing an export allocates is recorded.
-        Guard::run(|| write(&self.rows(), w))
+        Guard::run(|| write(self.rows(), w))
     }
 }
 
@@ -121,7 +121,7 @@ impl Diff {
     /// ```
     pub fn write_collapsed<W: Write>(&self, w: W) -> Result<(), crate::Error> {
         // Under the guard: nothing an export allocates is recorded.
-        Guard::run(|| write(&self.rows(), w))
+        Guard::run(|| write(self.rows(), w))
     }
 }
 

@@ -17,7 +17,8 @@ use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;
 
 #[derive(Serialize)]
-struct DhatJson<'a> {
+#[serde(bound(serialize = "I: Iterator<Item = Row>"))]
+struct DhatJson<'a, I> {
     #[serde(rename = "dhatFileVersion")]
     version: u32,
     /// dh_view only shows it; dhat-rs's heap mode uses this name.
@@ -39,7 +40,7 @@ struct DhatJson<'a> {
     tg: u64,
     /// The end of the profile, in µs since its start (see `times`).
     te: u64,
-    pps: Pps<'a>,
+    pps: Pps<'a, I>,
     /// Frame strings; `fs` indexes into it. Entry 0 is DHAT's `[root]`.
     ftbl: Ftbl<'a>,
 }
@@ -102,14 +103,16 @@ impl FrameTable {
 }
 
 /// The program points, made one at a time as the serializer asks for them.
-struct Pps<'a> {
-    rows: &'a [Row<'a>],
+struct Pps<'a, I> {
+    /// Taken by the one `serialize` call (`Serialize` gets `&self`).
+    rows: RefCell<Option<I>>,
     table: &'a RefCell<FrameTable>,
 }
 
-impl Serialize for Pps<'_> {
+impl<I: Iterator<Item = Row>> Serialize for Pps<'_, I> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.rows.iter().map(|r| {
+        let rows = self.rows.borrow_mut().take().into_iter().flatten();
+        s.collect_seq(rows.map(|r| {
             let mut table = self.table.borrow_mut();
             let fs = r.frames.iter().map(|f| table.index_of(f)).collect();
             // DHAT has no negative counts: a shrinking site of a diff shows
@@ -143,7 +146,7 @@ impl Serialize for Ftbl<'_> {
 /// Streams the document to the writer through a buffer (a report of a
 /// million sites is never built whole in memory). A writer that fails
 /// midway fails the report with [`Error::Io`](crate::Error::Io).
-fn write(rows: &[Row<'_>], te_us: u64, w: impl Write) -> Result<(), crate::Error> {
+fn write(rows: impl Iterator<Item = Row>, te_us: u64, w: impl Write) -> Result<(), crate::Error> {
     let table = RefCell::new(FrameTable::default());
     table.borrow_mut().strings.push("[root]".to_string());
     let doc = DhatJson {
@@ -160,7 +163,7 @@ fn write(rows: &[Row<'_>], te_us: u64, w: impl Write) -> Result<(), crate::Error
         tg: te_us,
         te: te_us,
         pps: Pps {
-            rows,
+            rows: RefCell::new(Some(rows)),
             table: &table,
         },
         ftbl: Ftbl(&table),
@@ -215,7 +218,7 @@ impl Snapshot {
                 .filter_map(|s| s.oldest_age())
                 .max()
                 .unwrap_or_default();
-            write(&self.rows(), micros(te), w)
+            write(self.rows(), micros(te), w)
         })
     }
 }
@@ -244,7 +247,7 @@ impl Diff {
         // Under the guard: nothing an export allocates is recorded.
         Guard::run(|| {
             write(
-                &self.rows(),
+                self.rows(),
                 micros(elapsed(self.base_time(), self.time())),
                 w,
             )

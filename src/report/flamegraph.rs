@@ -11,7 +11,7 @@ use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;
 
 fn write(
-    rows: &[Row<'_>],
+    rows: impl Iterator<Item = Row>,
     title: String,
     interval: u64,
     mut w: impl Write,
@@ -100,7 +100,7 @@ impl Snapshot {
                 human(self.live_bytes() as f64),
                 self.live_allocs()
             );
-            write(&self.rows(), title, self.sample_interval(), w)
+            write(self.rows(), title, self.sample_interval(), w)
         })
     }
 }
@@ -144,7 +144,7 @@ impl Diff {
                 },
                 human(self.live_bytes_delta().unsigned_abs() as f64)
             );
-            write(&self.rows(), title, self.sample_interval(), w)
+            write(self.rows(), title, self.sample_interval(), w)
         })
     }
 }

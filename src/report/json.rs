@@ -5,6 +5,7 @@
 //! removed or given a new meaning). Adding a field is not such a change.
 
 use std::io::Write;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -40,7 +41,7 @@ struct SnapshotTotals {
 }
 
 #[derive(Serialize)]
-struct SiteJson<'a> {
+struct SiteJson {
     id: u32,
     live_bytes: u64,
     live_allocs: u64,
@@ -48,7 +49,7 @@ struct SiteJson<'a> {
     total_allocs: u64,
     /// `null` when the site holds no live recorded block.
     oldest_age_nanos: Option<u64>,
-    frames: FramesJson<'a>,
+    frames: FramesJson,
 }
 
 #[derive(Serialize)]
@@ -73,7 +74,7 @@ struct DiffTotals {
 }
 
 #[derive(Serialize)]
-struct SiteDeltaJson<'a> {
+struct SiteDeltaJson {
     id: u32,
     live_bytes_delta: i64,
     live_allocs_delta: i64,
@@ -81,7 +82,7 @@ struct SiteDeltaJson<'a> {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
-    frames: FramesJson<'a>,
+    frames: FramesJson,
 }
 
 #[derive(Serialize)]
@@ -111,7 +112,7 @@ impl Serialize for SitesJson<'_> {
             total_bytes: s.total_bytes(),
             total_allocs: s.total_allocs(),
             oldest_age_nanos: s.oldest_age().map(duration_nanos),
-            frames: FramesJson(s.frames()),
+            frames: FramesJson(s.stack().frames_once()),
         }))
     }
 }
@@ -129,15 +130,17 @@ impl Serialize for SiteDeltasJson<'_> {
             total_allocs_delta: d.total_allocs_delta(),
             live_bytes: d.live_bytes(),
             live_allocs: d.live_allocs(),
-            frames: FramesJson(d.frames()),
+            frames: FramesJson(d.stack().frames_once()),
         }))
     }
 }
 
-/// A stack, streamed.
-struct FramesJson<'a>(&'a [Frame]);
+/// A stack, streamed. Owns its frames: for a site that had none symbolized
+/// yet they were made for this site's entry only (see
+/// `SiteStack::frames_once`), and go when it is written.
+struct FramesJson(Arc<[Frame]>);
 
-impl Serialize for FramesJson<'_> {
+impl Serialize for FramesJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|f| FrameJson {
             function: f.function(),

@@ -21,6 +21,7 @@ pub(crate) mod text;
 #[cfg(feature = "http")]
 pub(crate) use pprof::write_go_profile;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::profile::Frame;
@@ -30,9 +31,12 @@ use crate::profile::{Diff, Snapshot};
 /// `Snapshot` the counters, for a `Diff` their deltas (which may be negative).
 // Which fields are read depends on the enabled export features.
 #[cfg_attr(not(all(feature = "pprof", feature = "json")), allow(dead_code))]
-pub(crate) struct Row<'a> {
+pub(crate) struct Row {
     pub(crate) id: u32,
-    pub(crate) frames: &'a [Frame],
+    /// The site's frames: shared with the site when it has them already,
+    /// otherwise symbolized for this row only and dropped after it (an
+    /// export goes through every site once and must not keep them all).
+    pub(crate) frames: Arc<[Frame]>,
     /// Allocations made (`alloc_objects`).
     pub(crate) alloc_objects: i64,
     /// Bytes allocated (`alloc_space`).
@@ -49,34 +53,30 @@ fn clamp(v: u64) -> i64 {
 }
 
 impl Snapshot {
-    pub(crate) fn rows(&self) -> Vec<Row<'_>> {
-        self.sites()
-            .iter()
-            .map(|s| Row {
-                id: s.id(),
-                frames: s.frames(),
-                alloc_objects: clamp(s.total_allocs()),
-                alloc_space: clamp(s.total_bytes()),
-                inuse_objects: clamp(s.live_allocs()),
-                inuse_space: clamp(s.live_bytes()),
-            })
-            .collect()
+    /// The rows, made one at a time as an export asks for them.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.sites().iter().map(|s| Row {
+            id: s.id(),
+            frames: s.stack().frames_once(),
+            alloc_objects: clamp(s.total_allocs()),
+            alloc_space: clamp(s.total_bytes()),
+            inuse_objects: clamp(s.live_allocs()),
+            inuse_space: clamp(s.live_bytes()),
+        })
     }
 }
 
 impl Diff {
-    pub(crate) fn rows(&self) -> Vec<Row<'_>> {
-        self.sites()
-            .iter()
-            .map(|d| Row {
-                id: d.id(),
-                frames: d.frames(),
-                alloc_objects: d.total_allocs_delta(),
-                alloc_space: d.total_bytes_delta(),
-                inuse_objects: d.live_allocs_delta(),
-                inuse_space: d.live_bytes_delta(),
-            })
-            .collect()
+    /// The rows, made one at a time as an export asks for them.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.sites().iter().map(|d| Row {
+            id: d.id(),
+            frames: d.stack().frames_once(),
+            alloc_objects: d.total_allocs_delta(),
+            alloc_space: d.total_bytes_delta(),
+            inuse_objects: d.live_allocs_delta(),
+            inuse_space: d.live_bytes_delta(),
+        })
     }
 }
 

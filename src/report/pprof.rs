@@ -399,8 +399,8 @@ impl Builder {
         id
     }
 
-    fn sample(&mut self, row: &Row<'_>) {
-        let frames = without_std_leaf(row.frames);
+    fn sample(&mut self, row: &Row) {
+        let frames = without_std_leaf(&row.frames);
         let mut location_id = Vec::new();
         let mut start = 0;
         for (i, f) in frames.iter().enumerate() {
@@ -433,14 +433,14 @@ impl Builder {
     }
 }
 
-fn write(rows: &[Row<'_>], meta: &Meta, w: impl Write) -> Result<(), crate::Error> {
+fn write(rows: impl Iterator<Item = Row>, meta: &Meta, w: impl Write) -> Result<(), crate::Error> {
     write_typed(rows, meta, "", w)
 }
 
 /// [`write`] with pprof's default sample type named (`""`: the last one,
 /// `inuse_space`), as Go's `/debug/pprof/allocs` names `alloc_space`.
 fn write_typed(
-    rows: &[Row<'_>],
+    rows: impl Iterator<Item = Row>,
     meta: &Meta,
     default_sample_type: &str,
     w: impl Write,
@@ -477,7 +477,7 @@ fn write_typed(
     }
     b.add_mappings();
     for row in rows {
-        b.sample(row);
+        b.sample(&row);
     }
     b.finish_mappings();
     let bytes = b.profile.encode_to_vec();
@@ -533,7 +533,7 @@ impl Snapshot {
                 time: self.time(),
                 base_time: None,
             };
-            write(&self.rows(), &meta, w)
+            write(self.rows(), &meta, w)
         })
     }
 }
@@ -569,7 +569,7 @@ impl Diff {
                 time: self.time(),
                 base_time: Some(self.base_time()),
             };
-            write(&self.rows(), &meta, w)
+            write(self.rows(), &meta, w)
         })
     }
 }
@@ -592,7 +592,7 @@ pub(crate) fn write_go_profile(
                 time: now.time(),
                 base_time: None,
             };
-            write_typed(&now.rows(), &meta, default_sample_type, w)
+            write_typed(now.rows(), &meta, default_sample_type, w)
         }
         Some(base) => {
             let diff = now.diff(base);
@@ -601,7 +601,7 @@ pub(crate) fn write_go_profile(
                 time: diff.time(),
                 base_time: Some(diff.base_time()),
             };
-            write_typed(&diff.rows(), &meta, default_sample_type, w)
+            write_typed(diff.rows(), &meta, default_sample_type, w)
         }
     })
 }
