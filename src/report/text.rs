@@ -285,7 +285,7 @@ mod tests {
             short_path("/x/hashbrown-0.16.1/src/raw/mod.rs"),
             "hashbrown-0.16.1/src/raw/mod.rs"
         );
-        assert_eq!(short_path("/work/examples/leak.rs"), "examples/leak.rs");
+        assert_eq!(short_path("/srv/app/examples/leak.rs"), "examples/leak.rs");
         assert_eq!(short_path("main.rs"), "main.rs");
         assert_eq!(short_path("src/main.rs"), "src/main.rs");
     }
