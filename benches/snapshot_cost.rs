@@ -24,7 +24,8 @@ type Blocks = Vec<Box<[u8; 16]>>;
 #[global_allocator]
 static GLOBAL: Tracker = Tracker::system()
     .sample_interval(1)
-    .unwinder(Unwinder::FramePointers);
+    .unwinder(Unwinder::FramePointers)
+    .max_sites(1 << 20);
 
 /// Levels of the call tree (each level below the top picks one of two
 /// functions): 2^17 = 131 072 distinct stacks.

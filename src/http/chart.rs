@@ -2,7 +2,7 @@
 //! as inline SVG (no script, nothing fetched).
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::html::escape;
 use crate::report::text::human;
@@ -43,12 +43,10 @@ pub(super) fn svg(lines: &[Line], now: Instant) -> String {
         .flat_map(|l| l.points.iter().map(|p| p.0))
         .min()
         .unwrap_or(now);
-    // The history's own span (at least ten seconds, so a lone point or two
-    // close ones do not stretch across the whole chart).
-    let span = now
-        .saturating_duration_since(oldest)
-        .max(Duration::from_secs(10))
-        .as_secs_f64();
+    // The history's own span, rounded up so that the four intervals between
+    // the x labels are round figures (5 s, 15 s, 1 m, ...); at least 20 s, so
+    // a lone point or two close ones do not stretch across the whole chart.
+    let span = nice_span(now.saturating_duration_since(oldest).as_secs_f64());
     let max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
@@ -158,6 +156,18 @@ fn nice_step(raw: f64) -> f64 {
     m * unit
 }
 
+/// The smallest span of four round intervals that covers `secs`.
+fn nice_span(secs: f64) -> f64 {
+    const TICKS: [f64; 12] = [
+        5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+    ];
+    TICKS
+        .iter()
+        .map(|t| 4.0 * t)
+        .find(|&span| span >= secs)
+        .unwrap_or_else(|| (secs / 14400.0).ceil().max(1.0) * 14400.0)
+}
+
 /// `95` -> `1m35s`, `30` -> `30s`, `7200` -> `2h`.
 fn ago_label(secs: f64) -> String {
     let s = secs.round() as u64;
@@ -173,6 +183,15 @@ fn ago_label(secs: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans_are_four_round_intervals() {
+        assert_eq!(nice_span(0.0), 20.0);
+        assert_eq!(nice_span(7.9), 20.0);
+        assert_eq!(nice_span(20.1), 40.0);
+        assert_eq!(nice_span(170.0), 240.0);
+        assert_eq!(nice_span(30_000.0), 43_200.0);
+    }
 
     #[test]
     fn steps_and_labels() {
