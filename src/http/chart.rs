@@ -182,6 +182,8 @@ fn ago_label(secs: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
