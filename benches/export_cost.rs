@@ -132,7 +132,9 @@ fn main() {
     });
     measure("write_json", || snap.write_json(sink()).expect("json"));
     measure("write_dhat", || snap.write_dhat(sink()).expect("dhat"));
-    measure("diff write_pprof", || diff.write_pprof(sink()).expect("pprof"));
+    measure("diff write_pprof", || {
+        diff.write_pprof(sink()).expect("pprof")
+    });
     let (_, rss) = memory_kib();
     println!();
     println!(

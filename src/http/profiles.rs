@@ -9,7 +9,6 @@ use super::query::profile_query;
 use super::response::Response;
 use super::routes::Ctx;
 use crate::profile::snapshot;
-use crate::recorder::Guard;
 
 /// Which of Go's two heap-shaped profiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,13 +120,10 @@ fn resolve(pc: u64) -> Option<String> {
     // locations are already return address minus one).
     let pc = usize::try_from(pc).ok()?.checked_add(1)?;
     let mut name = None;
-    // Under the guard: the unwinder's caches are the tracker's memory.
-    Guard::run(|| {
-        backtrace::resolve(pc as *mut std::ffi::c_void, |sym| {
-            if let Some(n) = sym.name() {
-                name = Some(format!("{n:#}"));
-            }
-        });
+    crate::profile::resolve_symbols(pc, &mut |sym| {
+        if let Some(n) = sym.name() {
+            name = Some(format!("{n:#}"));
+        }
     });
     name
 }

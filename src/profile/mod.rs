@@ -22,3 +22,4 @@ pub(crate) use frame::owner;
 pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;
+pub(crate) use symbolize::resolve_symbols;

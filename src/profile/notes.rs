@@ -48,7 +48,9 @@ pub(crate) fn binary_has_symbols() -> bool {
             // `resolve` takes a return address and looks up the byte before
             // it: one past our first byte lands inside this function.
             let probe = (binary_has_symbols as *const () as usize + 1) as *mut std::ffi::c_void;
-            backtrace::resolve(probe, |sym| named |= sym.name().is_some());
+            super::symbolize::resolve_symbols(probe as usize, &mut |sym| {
+                named |= sym.name().is_some()
+            });
             named
         })
     })

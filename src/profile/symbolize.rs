@@ -380,6 +380,15 @@ pub(crate) fn overhead_bytes() -> u64 {
     })
 }
 
+/// Calls `f` for each symbol `backtrace` has for `addr` (a return address),
+/// holding the symbol lock: every call of ours into `backtrace`'s
+/// symbolizer goes through here or `frames_of`, so none is ever cut in half
+/// by a fork, and a forked child can use the unsynchronized resolver. Under
+/// the guard (the symbolizer's caches are the tracker's memory).
+pub(crate) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+    Guard::run(|| with_cache(|_| resolve(addr, f)));
+}
+
 /// Runs `f` holding the symbol lock (see [`Symbols`]): for the other
 /// query-side tables (`merge`, `symtab`), which are only ever locked under
 /// it, so their own mutexes are never contended and never held by another

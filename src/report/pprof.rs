@@ -319,16 +319,12 @@ impl Builder {
     fn linker_name(&mut self, f: &Frame) -> Option<String> {
         let names = self.linker_names.entry(f.address()).or_insert_with(|| {
             let mut names = Vec::new();
-            // Under the guard, as in `symbolize`: what the unwinder caches
-            // while resolving is the tracker's memory, not the program's.
-            Guard::run(|| {
-                backtrace::resolve(f.address() as *mut std::ffi::c_void, |sym| {
-                    if let Some(name) = sym.name() {
-                        if let Some(raw) = name.as_str() {
-                            names.push((format!("{name:#}"), raw.to_string()));
-                        }
+            crate::profile::resolve_symbols(f.address(), &mut |sym| {
+                if let Some(name) = sym.name() {
+                    if let Some(raw) = name.as_str() {
+                        names.push((format!("{name:#}"), raw.to_string()));
                     }
-                });
+                }
             });
             names
         });
