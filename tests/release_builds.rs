@@ -167,7 +167,7 @@ fn without_frame_pointers_the_unwinder_falls_back_and_warns_once() {
     assert!(!report.contains("<no frames>"), "{report}");
 
     // One warning, however many snapshots and reports followed (the fixture
-    // takes three snapshots and prints two reports).
+    // takes three snapshots and prints four reports).
     let warnings: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains("force-frame-pointers=yes"))
@@ -183,7 +183,7 @@ fn without_frame_pointers_the_unwinder_falls_back_and_warns_once() {
         .lines()
         .filter(|l| l.starts_with("Note: built without frame pointers"))
         .count();
-    assert_eq!(notes, 2, "{stdout}");
+    assert_eq!(notes, 4, "{stdout}");
     // This binary has its symbols: no note about that.
     assert!(!stdout.contains("no symbols"), "{stdout}");
 }
@@ -220,6 +220,24 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
     let (stdout, _) = run(&stripped, &profile);
     println!("{stdout}");
     let report = diff_report(&stdout);
+    // Every report and export worked (the fixture exits non-zero on an
+    // error; `run` checks that) and wrote a well-formed file.
+    for name in ["diff", "snapshot"] {
+        for ext in ["folded", "svg", "json", "dhat.json"] {
+            let path = format!("{}.{name}.{ext}", profile.display());
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            if ext.ends_with("json") {
+                let v: Result<serde_json::Value, _> = serde_json::from_slice(&bytes);
+                assert!(v.is_ok(), "{path} is not JSON");
+            }
+            if ext == "svg" {
+                assert!(
+                    bytes.starts_with(b"<?xml") || bytes.starts_with(b"<svg"),
+                    "{path}"
+                );
+            }
+        }
+    }
     assert!(
         report.contains("Note: this binary has no symbols"),
         "the stripped binary's report does not say so:\n{report}"
