@@ -165,8 +165,11 @@ fn legend(h: &mut String, lines: &[Line]) {
         let last = line.points.last().map_or(0, |p| p.1);
         let _ = write!(
             h,
-            r#"<span><i style="background:{color}"></i><span class="fn">{}</span> {}</span>"#,
+            // The site id too: two sites of one function (a zeroed and a
+            // plain `vec!`, say) would otherwise read the same.
+            r#"<span><i style="background:{color}"></i><span class="fn">{}</span> (site {}) {}</span>"#,
             escape(&line.label),
+            line.id,
             escape(&human(last as f64))
         );
     }

@@ -163,10 +163,20 @@ fn strip_refs(mut s: &str) -> &str {
 /// The owner of a stack: its innermost frame that is neither the standard
 /// library nor the tracker. This one rule names a site everywhere (the
 /// report's function column, the monitor's warnings, pprof's leaf).
+///
+/// Where the stack has line numbers, a frame without one does not qualify:
+/// debug info with line tables only marks compiler-placed code with line 0
+/// and the file of the unit it was inlined into, so an inlined std function
+/// (`try_allocate_in<alloc::alloc::Global>`, short-named) can show up with
+/// the program's own file and no line. A stack without any line numbers
+/// (no line tables at all) falls back to the plain rule.
 pub(crate) fn owner(frames: &[Frame]) -> Option<&Frame> {
+    let candidate = |f: &&Frame| !f.is_std_library() && !is_tracker(f);
     frames
         .iter()
-        .find(|f| !f.is_std_library() && !is_tracker(f))
+        .filter(candidate)
+        .find(|f| f.line.is_some())
+        .or_else(|| frames.iter().find(candidate))
 }
 
 /// Whether a frame is leakscope's own code or the unwinder it calls: by name
@@ -268,5 +278,17 @@ mod tests {
             Some("/x/backtrace-tools/src/lib.rs")
         )));
         assert_eq!(owner(&[tracker, unwinder]), None);
+        // An inlined std function placed at line 0 of the program's file is
+        // not the owner when a frame with a line follows.
+        let mut line_zero = frame(
+            "try_allocate_in<alloc::alloc::Global>",
+            Some("/home/u/app/src/main.rs"),
+        );
+        line_zero.line = None;
+        assert_eq!(owner(&[line_zero.clone(), user.clone()]), Some(&user));
+        // Without any line numbers, the plain rule.
+        let mut bare = user.clone();
+        bare.line = None;
+        assert_eq!(owner(&[line_zero.clone(), bare]), Some(&line_zero));
     }
 }

@@ -225,10 +225,14 @@ impl Diff {
         };
         writeln!(
             f,
-            "Heap change: {sign}{} live, {:+} allocations, {} sites changed ({})",
+            "Heap change: {sign}{} live, {:+} allocations, {} sites changed, {} of them in live bytes ({})",
             human(self.live_bytes_delta().unsigned_abs() as f64),
             self.live_allocs_delta(),
             self.sites().len(),
+            self.sites()
+                .iter()
+                .filter(|d| d.live_bytes_delta() != 0)
+                .count(),
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
