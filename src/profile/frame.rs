@@ -164,18 +164,19 @@ fn strip_refs(mut s: &str) -> &str {
 /// library nor the tracker. This one rule names a site everywhere (the
 /// report's function column, the monitor's warnings, pprof's leaf).
 ///
-/// Where the stack has line numbers, a frame without one does not qualify:
+/// A frame with a file but no line does not qualify while another one does:
 /// debug info with line tables only marks compiler-placed code with line 0
 /// and the file of the unit it was inlined into, so an inlined std function
 /// (`try_allocate_in<alloc::alloc::Global>`, short-named) can show up with
-/// the program's own file and no line. A stack without any line numbers
-/// (no line tables at all) falls back to the plain rule.
+/// the program's own file and no line. (Frames with no file at all, such as
+/// the bare addresses of a stripped binary, are not such frames.)
 pub(crate) fn owner(frames: &[Frame]) -> Option<&Frame> {
     let candidate = |f: &&Frame| !f.is_std_library() && !is_tracker(f);
+    let line_zero = |f: &&Frame| f.file.is_some() && f.line.is_none();
     frames
         .iter()
         .filter(candidate)
-        .find(|f| f.line.is_some())
+        .find(|f| !line_zero(f))
         .or_else(|| frames.iter().find(candidate))
 }
 
@@ -290,5 +291,13 @@ mod tests {
         let mut bare = user.clone();
         bare.line = None;
         assert_eq!(owner(&[line_zero.clone(), bare]), Some(&line_zero));
+        // A stripped binary's bare addresses own their stack, even when a
+        // C library frame further out has a line.
+        let hex = frame("0x5644d1500000", None);
+        let libc = frame(
+            "__libc_start_call_main",
+            Some("./csu/libc_start_call_main.h"),
+        );
+        assert_eq!(owner(&[hex.clone(), libc]), Some(&hex));
     }
 }
