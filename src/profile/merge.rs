@@ -10,6 +10,10 @@
 //! alone where there is no line information, and the address where there is
 //! no symbol at all.
 //!
+//! With labels, a site is (source-level stack, label set): the recorder's
+//! raw key is (raw stack, label set id), and so is the merge key here (label
+//! ids are interned canonical sets, so equal ids are equal sets).
+//!
 //! Each raw stack is symbolized and mapped to its site once per process (a
 //! raw stack never changes), and sites are numbered in order of first sight
 //! and never forgotten, so [`Site::id`] is stable for the life of the
@@ -26,6 +30,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::frame::Frame;
+use super::labels;
 use super::symbolize::{SiteStack, with_symbol_lock};
 
 /// The process-wide mapping. Locked only at query time, and only under the
@@ -40,14 +45,18 @@ struct Table {
     /// than one only on a collision; equality is checked on the frames, so
     /// the table holds no second copy of any frame).
     by_hash: HashMap<u64, Vec<u32>, BuildHasherDefault<DefaultHasher>>,
-    /// Site id -> its stack (the representative raw stack and its frames).
+    /// Site id -> its stack (the representative raw stack and its frames,
+    /// and its label set).
     stacks: Vec<SiteStack>,
+    /// Site id -> its label set id.
+    labels: Vec<u32>,
 }
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     of_raw: Vec::new(),
     by_hash: HashMap::with_hasher(BuildHasherDefault::new()),
     stacks: Vec::new(),
+    labels: Vec::new(),
 });
 
 fn table() -> MutexGuard<'static, Table> {
@@ -65,30 +74,40 @@ pub(crate) struct Merged {
     pub(crate) stacks: Vec<SiteStack>,
 }
 
-/// Maps the raw stacks `raw` (indexed by raw site id, as the recorder
-/// returns them) to sites, symbolizing the ones never seen before. Must run
-/// under the guard (symbolization allocates).
-pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
+/// Maps the raw sites (`raw` stacks and their `raw_labels` set ids, indexed
+/// by raw site id, as the recorder returns them) to sites, symbolizing the
+/// ones never seen before. Must run under the guard (symbolization
+/// allocates).
+pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
     let known = with_symbol_lock(|| table().of_raw.len());
     if known < raw.len() {
         // Symbolize the new raw stacks outside the lock: that is the slow
         // part, and two threads asking at once may both do it (the second
         // one's work is dropped below), which costs time, never correctness.
-        let fresh: Vec<SiteStack> = raw[known..]
+        // Their label sets are looked up here too (that takes the symbol
+        // lock itself, which is not reentrant).
+        let sets = labels::all();
+        let fresh: Vec<(SiteStack, u32)> = raw[known..]
             .iter()
-            .map(|addrs| {
-                let s = SiteStack::new(addrs.clone());
+            .enumerate()
+            .map(|(i, addrs)| {
+                let label = raw_labels.get(known + i).copied().unwrap_or(0);
+                let set = sets.get(label as usize).or(sets.first()).cloned();
+                let mut s = SiteStack::new(addrs.clone());
+                if let Some(set) = set {
+                    s = s.with_labels(set);
+                }
                 s.frames();
-                s
+                (s, label)
             })
             .collect();
         with_symbol_lock(|| {
             let mut t = table();
-            for (i, stack) in fresh.into_iter().enumerate() {
+            for (i, (stack, label)) in fresh.into_iter().enumerate() {
                 if known + i < t.of_raw.len() {
                     continue; // mapped meanwhile by another query
                 }
-                let site = t.site_of(stack);
+                let site = t.site_of(stack, label);
                 t.of_raw.push(site);
             }
         });
@@ -103,18 +122,22 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
 }
 
 impl Table {
-    /// The site of `stack`'s source-level stack, created if new.
-    fn site_of(&mut self, stack: SiteStack) -> u32 {
-        let hash = key_hash(stack.frames());
+    /// The site of (`stack`'s source-level stack, label set `label`),
+    /// created if new.
+    fn site_of(&mut self, stack: SiteStack, label: u32) -> u32 {
+        let hash = key_hash(stack.frames(), label);
         let candidates = self.by_hash.entry(hash).or_default();
         for &id in candidates.iter() {
-            if same_source(self.stacks[id as usize].frames(), stack.frames()) {
+            if self.labels[id as usize] == label
+                && same_source(self.stacks[id as usize].frames(), stack.frames())
+            {
                 return id;
             }
         }
         let id = self.stacks.len() as u32;
         candidates.push(id);
         self.stacks.push(stack);
+        self.labels.push(label);
         id
     }
 }
@@ -132,8 +155,9 @@ fn key(f: &Frame) -> (&str, Option<&str>, Option<u32>, Option<usize>) {
     )
 }
 
-fn key_hash(frames: &[Frame]) -> u64 {
+fn key_hash(frames: &[Frame], label: u32) -> u64 {
     let mut h = DefaultHasher::new();
+    label.hash(&mut h);
     frames.len().hash(&mut h);
     for f in frames {
         key(f).hash(&mut h);
@@ -151,6 +175,7 @@ pub(crate) fn overhead_bytes() -> u64 {
     with_symbol_lock(|| {
         let t = table();
         (t.of_raw.capacity() * 4
+            + t.labels.capacity() * 4
             + t.stacks.capacity() * std::mem::size_of::<SiteStack>()
             + t.by_hash.capacity() * (8 + std::mem::size_of::<Vec<u32>>())
             + t.by_hash.values().map(|v| v.capacity() * 4).sum::<usize>()) as u64

@@ -33,6 +33,8 @@ use crate::profile::{Diff, Snapshot};
 pub(crate) struct Row<'a> {
     pub(crate) id: u32,
     pub(crate) frames: &'a [Frame],
+    /// The site's labels, sorted by key (empty when unlabelled).
+    pub(crate) labels: &'a [(String, String)],
     /// Allocations made (`alloc_objects`).
     pub(crate) alloc_objects: i64,
     /// Bytes allocated (`alloc_space`).
@@ -55,6 +57,7 @@ impl Snapshot {
             .map(|s| Row {
                 id: s.id(),
                 frames: s.frames(),
+                labels: s.labels(),
                 alloc_objects: clamp(s.total_allocs()),
                 alloc_space: clamp(s.total_bytes()),
                 inuse_objects: clamp(s.live_allocs()),
@@ -71,6 +74,7 @@ impl Diff {
             .map(|d| Row {
                 id: d.id(),
                 frames: d.frames(),
+                labels: d.labels(),
                 alloc_objects: d.total_allocs_delta(),
                 alloc_space: d.total_bytes_delta(),
                 inuse_objects: d.live_allocs_delta(),
