@@ -57,7 +57,9 @@ fn two_tenants_by_label_and_go_pprof_tags() {
     assert_eq!(b, Some(&("b".to_string(), 0)), "{growth:?}");
 
     let live = now.by_label("tenant");
-    assert_eq!(live[0], ("a".to_string(), (REQUESTS * BODY) as u64), "{live:?}");
+    // (Largest first: the unlabelled rest of the process may be larger.)
+    assert!(live.windows(2).all(|w| w[0].1 >= w[1].1), "{live:?}");
+    assert_eq!(live.iter().find(|(v, _)| v == "a").map(|x| x.1), Some((REQUESTS * BODY) as u64));
     assert_eq!(live.iter().find(|(v, _)| v == "b").map(|x| x.1), Some(0));
     // Unlabelled memory (the test harness, `KEPT`'s buffer) is under "".
     assert!(live.iter().any(|(v, b)| v.is_empty() && *b > 0), "{live:?}");
