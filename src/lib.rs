@@ -53,6 +53,11 @@ pub mod http;
 mod leaks;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+/// Span fields as allocation labels (feature `tracing`): [`LabelLayer`](tracing::LabelLayer).
+#[cfg(feature = "tracing")]
+pub mod tracing {
+    pub use crate::labels::layer::LabelLayer;
+}
 mod profile;
 mod recorder;
 mod report;
