@@ -5,8 +5,11 @@
 //! other's memory under their key.
 
 use std::hint::black_box;
+#[cfg(feature = "pprof")]
 use std::io;
+#[cfg(feature = "pprof")]
 use std::path::Path;
+#[cfg(feature = "pprof")]
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -38,6 +41,7 @@ fn handle_request(keep: bool) {
     }
 }
 
+#[cfg(feature = "pprof")]
 #[test]
 fn two_tenants_by_label_and_go_pprof_tags() {
     let _s = serial();
@@ -98,8 +102,53 @@ fn two_tenants_by_label_and_go_pprof_tags() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[inline(never)]
+fn export_block() -> Vec<u8> {
+    black_box(vec![0xee_u8; 4321])
+}
+
+#[test]
+fn exports_carry_the_labels() {
+    let _s = serial();
+    let kept = leakscope::with_labels(&[("exp", "a"), ("exp_route", "/x")], export_block);
+    let snap = leakscope::snapshot();
+    // Collapsed stacks: the labels are the root frames, in key order.
+    let mut out = Vec::new();
+    snap.write_collapsed(&mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("export_block"))
+        .unwrap_or_else(|| panic!("no export_block line in:\n{text}"));
+    assert!(line.starts_with("exp=a;exp_route=/x;"), "{line}");
+    assert!(line.ends_with(" 4321"), "{line}");
+    #[cfg(feature = "json")]
+    {
+        let mut out = Vec::new();
+        snap.write_json(&mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let site = v["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["labels"]["exp"] == "a")
+            .expect("a site labelled exp=a");
+        assert_eq!(site["labels"]["exp_route"], "/x");
+        assert_eq!(site["live_bytes"], 4321);
+    }
+    #[cfg(feature = "flamegraph")]
+    {
+        let mut out = Vec::new();
+        snap.write_flamegraph(&mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        assert!(svg.contains("exp=a"), "the flame graph has no label frame");
+    }
+    drop(kept);
+}
+
 /// Runs `go tool pprof ARGS FILE`; fails the test (never skips it) when Go
 /// is not installed.
+#[cfg(feature = "pprof")]
 fn pprof(args: &[&str], file: &Path) -> String {
     let out = Command::new("go")
         .args(["tool", "pprof"])

@@ -48,6 +48,7 @@ struct SiteJson<'a> {
     total_allocs: u64,
     /// `null` when the site holds no live recorded block.
     oldest_age_nanos: Option<u64>,
+    labels: LabelsJson<'a>,
     frames: FramesJson<'a>,
 }
 
@@ -81,6 +82,7 @@ struct SiteDeltaJson<'a> {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
+    labels: LabelsJson<'a>,
     frames: FramesJson<'a>,
 }
 
@@ -111,6 +113,7 @@ impl Serialize for SitesJson<'_> {
             total_bytes: s.total_bytes(),
             total_allocs: s.total_allocs(),
             oldest_age_nanos: s.oldest_age().map(duration_nanos),
+            labels: LabelsJson(s.labels()),
             frames: FramesJson(s.frames()),
         }))
     }
@@ -129,8 +132,18 @@ impl Serialize for SiteDeltasJson<'_> {
             total_allocs_delta: d.total_allocs_delta(),
             live_bytes: d.live_bytes(),
             live_allocs: d.live_allocs(),
+            labels: LabelsJson(d.labels()),
             frames: FramesJson(d.frames()),
         }))
+    }
+}
+
+/// A site's labels, as one JSON object (keys are unique and sorted).
+struct LabelsJson<'a>(&'a [(String, String)]);
+
+impl Serialize for LabelsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -190,6 +203,7 @@ impl Snapshot {
     ///   "sites": [                    largest live_bytes first
     ///     { "id": u32, "live_bytes", "live_allocs", "total_bytes", "total_allocs": u64,
     ///       "oldest_age_nanos": u64 or null,    age of the oldest live block
+    ///       "labels": { string: string },       the site's labels ({} if none)
     ///       "frames": [               innermost first, inlined frames expanded
     ///         { "function": string, "file": string or null, "line": u32 or null,
     ///           "address": "0x…" (the return address, hex),
@@ -244,7 +258,7 @@ impl Diff {
     ///
     /// Version 1 (`kind` `"diff"`); the fields shared with a snapshot
     /// (`format`, `version`, `time_unix_nanos`, `sample_interval`, `exact`,
-    /// `frames`) mean the same as in [`Snapshot::write_json`]:
+    /// `labels`, `frames`) mean the same as in [`Snapshot::write_json`]:
     ///
     /// ```text
     /// {
@@ -259,7 +273,7 @@ impl Diff {
     ///       "live_bytes_delta", "live_allocs_delta": i64,   negative when it shrank
     ///       "total_bytes_delta", "total_allocs_delta": i64, allocated in between
     ///       "live_bytes", "live_allocs": u64,               in the later snapshot
-    ///       "frames": [ ... ] }
+    ///       "labels": { ... }, "frames": [ ... ] }
     ///   ]
     /// }
     /// ```
