@@ -251,3 +251,34 @@ fn labeled_has_the_auto_traits_of_its_future() {
     let fut = async move { v.len() }.with_labels(&[("auto", "x")]);
     send_value(&fut);
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn prometheus_label_series_are_the_top_values_and_other() {
+    let _s = serial();
+    let kept: Vec<Vec<u8>> = (1..=6)
+        .map(|i| {
+            let v = format!("v{i}");
+            leakscope::with_labels(&[("prom", v.as_str())], || black_box(vec![1u8; 1000 * i]))
+        })
+        .collect();
+    let mut out = Vec::new();
+    leakscope::metrics::write_prometheus(&mut out, 3).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // (The family writes its series in no particular order.)
+    let series: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("leakscope_label_live_bytes{key=\"prom\""))
+        .collect();
+    assert_eq!(
+        series,
+        std::collections::BTreeSet::from([
+            "leakscope_label_live_bytes{key=\"prom\",value=\"v6\"} 6000",
+            "leakscope_label_live_bytes{key=\"prom\",value=\"v5\"} 5000",
+            "leakscope_label_live_bytes{key=\"prom\",value=\"v4\"} 4000",
+            "leakscope_label_live_bytes{key=\"prom\",value=\"other\"} 6000",
+        ]),
+        "{text}"
+    );
+    drop(kept);
+}
