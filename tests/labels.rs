@@ -282,3 +282,28 @@ fn prometheus_label_series_are_the_top_values_and_other() {
     );
     drop(kept);
 }
+
+#[cfg(feature = "http")]
+#[test]
+fn dashboard_has_a_table_per_label_key_with_growth() {
+    let _s = serial();
+    let page = |kept: &[Vec<u8>]| {
+        let _ = kept;
+        let r = leakscope::http::respond("GET", "/debug/leakscope");
+        assert_eq!(r.status(), 200);
+        String::from_utf8(r.body().to_vec()).unwrap()
+    };
+    let mut kept = vec![leakscope::with_labels(&[("dash", "t1")], || black_box(vec![1u8; 10_000]))];
+    let first = page(&kept);
+    assert!(first.contains("Live bytes by label"), "no label section");
+    assert!(first.contains("<th>dash</th>"), "no table for the key");
+    kept.push(leakscope::with_labels(&[("dash", "t1")], || black_box(vec![1u8; 10_000])));
+    let second = page(&kept);
+    let row = second
+        .split("<tr>")
+        .find(|r| r.starts_with("<td>t1</td>"))
+        .expect("a row for t1");
+    // 20 000 B live, grown by 10 000 B since the first view.
+    assert!(row.contains("19.5 KiB") && row.contains("+9.8 KiB"), "{row}");
+    drop(kept);
+}
