@@ -47,9 +47,9 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod error;
-mod labels;
 #[cfg(feature = "http")]
 pub mod http;
+mod labels;
 mod leaks;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -75,6 +75,6 @@ pub use labels::{Labeled, WithLabels, with_labels};
 pub use leaks::{LeakCheck, Monitor, MonitorConfig, SiteHistory, Suspect, assert_no_leaks};
 pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
 pub use recorder::{
-    DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker, Unwinder,
-    set_sample_interval,
+    DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker,
+    Unwinder, set_sample_interval,
 };

@@ -56,14 +56,21 @@ fn two_tenants_by_label_and_go_pprof_tags() {
     }
     let now = leakscope::snapshot();
     let growth = now.diff(&base).by_label("tenant");
-    assert_eq!(growth[0], ("a".to_string(), (REQUESTS * BODY) as i64), "{growth:?}");
+    assert_eq!(
+        growth[0],
+        ("a".to_string(), (REQUESTS * BODY) as i64),
+        "{growth:?}"
+    );
     let b = growth.iter().find(|(v, _)| v == "b");
     assert_eq!(b, Some(&("b".to_string(), 0)), "{growth:?}");
 
     let live = now.by_label("tenant");
     // (Largest first: the unlabelled rest of the process may be larger.)
     assert!(live.windows(2).all(|w| w[0].1 >= w[1].1), "{live:?}");
-    assert_eq!(live.iter().find(|(v, _)| v == "a").map(|x| x.1), Some((REQUESTS * BODY) as u64));
+    assert_eq!(
+        live.iter().find(|(v, _)| v == "a").map(|x| x.1),
+        Some((REQUESTS * BODY) as u64)
+    );
     assert_eq!(live.iter().find(|(v, _)| v == "b").map(|x| x.1), Some(0));
     // Unlabelled memory (the test harness, `KEPT`'s buffer) is under "".
     assert!(live.iter().any(|(v, b)| v.is_empty() && *b > 0), "{live:?}");
@@ -73,27 +80,52 @@ fn two_tenants_by_label_and_go_pprof_tags() {
         .map(|s| (s.labels().to_vec(), s.live_bytes(), s.total_bytes()))
         .collect();
     let label = |v: &str| vec![("tenant".to_string(), v.to_string())];
-    assert!(sites.contains(&(label("a"), (REQUESTS * BODY) as u64, (REQUESTS * BODY) as u64)));
-    assert!(sites.contains(&(label("b"), 0, (REQUESTS * BODY) as u64)), "{sites:?}");
+    assert!(sites.contains(&(
+        label("a"),
+        (REQUESTS * BODY) as u64,
+        (REQUESTS * BODY) as u64
+    )));
+    assert!(
+        sites.contains(&(label("b"), 0, (REQUESTS * BODY) as u64)),
+        "{sites:?}"
+    );
 
     let dir = std::env::temp_dir().join(format!("leakscope-labels-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("heap.pb.gz");
-    now.write_pprof(std::fs::File::create(&path).unwrap()).unwrap();
+    now.write_pprof(std::fs::File::create(&path).unwrap())
+        .unwrap();
     // Tenant `b` holds nothing live, so list the tags of what was allocated.
     let tags = pprof(&["-tags", "-sample_index=alloc_space"], &path);
     let tenant = tags
         .split("\n\n")
         .find(|block| block.trim_start().starts_with("tenant:"))
         .unwrap_or_else(|| panic!("no tenant tag in:\n{tags}"));
-    assert!(tenant.lines().any(|l| l.trim_end().ends_with(": a")), "{tenant}");
-    assert!(tenant.lines().any(|l| l.trim_end().ends_with(": b")), "{tenant}");
+    assert!(
+        tenant.lines().any(|l| l.trim_end().ends_with(": a")),
+        "{tenant}"
+    );
+    assert!(
+        tenant.lines().any(|l| l.trim_end().ends_with(": b")),
+        "{tenant}"
+    );
 
-    let top = |tag: &str| pprof(&["-top", "-unit=B", &format!("-tagfocus=tenant={tag}")], &path);
+    let top = |tag: &str| {
+        pprof(
+            &["-top", "-unit=B", &format!("-tagfocus=tenant={tag}")],
+            &path,
+        )
+    };
     let flat_of = |text: &str| {
         text.lines()
             .find(|l| l.contains("handle_request"))
-            .and_then(|l| l.split_whitespace().next()?.strip_suffix('B')?.parse::<u64>().ok())
+            .and_then(|l| {
+                l.split_whitespace()
+                    .next()?
+                    .strip_suffix('B')?
+                    .parse::<u64>()
+                    .ok()
+            })
     };
     let a = top("a");
     assert_eq!(flat_of(&a), Some((REQUESTS * BODY) as u64), "{a}");
@@ -185,7 +217,10 @@ fn a_free_elsewhere_is_charged_to_the_allocating_labels() {
     let _s = serial();
     let block = leakscope::with_labels(&[("freer", "x")], alloc_block);
     let before = leakscope::snapshot().by_label("freer");
-    assert_eq!(before.iter().find(|(v, _)| v == "x").map(|x| x.1), Some(3000));
+    assert_eq!(
+        before.iter().find(|(v, _)| v == "x").map(|x| x.1),
+        Some(3000)
+    );
     // Freed by a thread that has no labels at all.
     std::thread::spawn(move || drop(block)).join().unwrap();
     let after = leakscope::snapshot();
@@ -195,7 +230,14 @@ fn a_free_elsewhere_is_charged_to_the_allocating_labels() {
         .find(|s| s.labels() == [("freer".to_string(), "x".to_string())])
         .expect("the labelled site");
     assert_eq!((x.live_bytes(), x.total_bytes()), (0, 3000));
-    assert_eq!(after.by_label("freer").iter().find(|(v, _)| v == "x").map(|x| x.1), Some(0));
+    assert_eq!(
+        after
+            .by_label("freer")
+            .iter()
+            .find(|(v, _)| v == "x")
+            .map(|x| x.1),
+        Some(0)
+    );
 }
 
 #[test]
@@ -214,7 +256,9 @@ fn nested_labels_merge_and_restore_on_return_and_panic() {
     let unlabelled = alloc_block();
     let snap = leakscope::snapshot();
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter().map(|&(k, v)| (k.to_string(), v.to_string())).collect()
+        v.iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     let live_with = |labels: Vec<(String, String)>| -> u64 {
         common::sites_through(&snap, "alloc_block")
@@ -247,7 +291,7 @@ fn labeled_has_the_auto_traits_of_its_future() {
     // the wrapper keeps `Send` (the negative cases, `!Send` and `!Unpin`,
     // are `compile_fail` doctests on `Labeled`).
     fn send_value<T: Send>(_: &T) {}
-    let v = vec![1u8];
+    let v = String::from("kept across the await");
     let fut = async move { v.len() }.with_labels(&[("auto", "x")]);
     send_value(&fut);
 }
@@ -293,17 +337,24 @@ fn dashboard_has_a_table_per_label_key_with_growth() {
         assert_eq!(r.status(), 200);
         String::from_utf8(r.body().to_vec()).unwrap()
     };
-    let mut kept = vec![leakscope::with_labels(&[("dash", "t1")], || black_box(vec![1u8; 10_000]))];
+    let mut kept = vec![leakscope::with_labels(&[("dash", "t1")], || {
+        black_box(vec![1u8; 10_000])
+    })];
     let first = page(&kept);
     assert!(first.contains("Live bytes by label"), "no label section");
     assert!(first.contains("<th>dash</th>"), "no table for the key");
-    kept.push(leakscope::with_labels(&[("dash", "t1")], || black_box(vec![1u8; 10_000])));
+    kept.push(leakscope::with_labels(&[("dash", "t1")], || {
+        black_box(vec![1u8; 10_000])
+    }));
     let second = page(&kept);
     let row = second
         .split("<tr>")
         .find(|r| r.starts_with("<td>t1</td>"))
         .expect("a row for t1");
     // 20 000 B live, grown by 10 000 B since the first view.
-    assert!(row.contains("19.5 KiB") && row.contains("+9.8 KiB"), "{row}");
+    assert!(
+        row.contains("19.5 KiB") && row.contains("+9.8 KiB"),
+        "{row}"
+    );
     drop(kept);
 }

@@ -29,7 +29,10 @@ fn task_alloc() -> Vec<u8> {
 async fn task_body(n: usize) {
     for _ in 0..STEPS {
         let block = task_alloc();
-        THREADS.lock().unwrap().push((n, std::thread::current().id()));
+        THREADS
+            .lock()
+            .unwrap()
+            .push((n, std::thread::current().id()));
         tokio::time::sleep(Duration::from_millis(1)).await;
         KEPT.lock().unwrap().push(block);
         tokio::task::yield_now().await;
@@ -73,7 +76,12 @@ fn labelled_tasks_keep_their_labels_across_workers() {
     // Every recorded allocation of `task_alloc` has a task label, one site
     // per task, each with exactly that task's blocks.
     for s in &sites {
-        assert_eq!(s.labels().len(), 1, "unlabelled task allocation: {:?}", s.labels());
+        assert_eq!(
+            s.labels().len(),
+            1,
+            "unlabelled task allocation: {:?}",
+            s.labels()
+        );
     }
     for n in 0..TASKS {
         let label = [("task".to_string(), n.to_string())];
@@ -86,8 +94,14 @@ fn labelled_tasks_keep_their_labels_across_workers() {
     }
     let by_task = snap.by_label("task");
     for n in 0..TASKS {
-        let live = by_task.iter().find(|(v, _)| *v == n.to_string()).map(|x| x.1);
-        assert!(live >= Some((STEPS * BLOCK) as u64), "task {n}: {by_task:?}");
+        let live = by_task
+            .iter()
+            .find(|(v, _)| *v == n.to_string())
+            .map(|x| x.1);
+        assert!(
+            live >= Some((STEPS * BLOCK) as u64),
+            "task {n}: {by_task:?}"
+        );
     }
     // The workers themselves are unlabelled between polls.
     assert!(by_task.iter().any(|(v, _)| v.is_empty()));

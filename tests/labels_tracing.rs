@@ -19,8 +19,8 @@ fn in_span_alloc() -> Vec<u8> {
 
 #[test]
 fn span_fields_become_labels() {
-    let subscriber =
-        tracing_subscriber::registry().with(leakscope::tracing::LabelLayer::new(&["tenant", "route"]));
+    let subscriber = tracing_subscriber::registry()
+        .with(leakscope::tracing::LabelLayer::new(&["tenant", "route"]));
     let (x, nested, outside) = tracing::subscriber::with_default(subscriber, || {
         let span = tracing::info_span!("request", tenant = "x", other = 5);
         let (x, nested) = span.in_scope(|| {
@@ -32,8 +32,10 @@ fn span_fields_become_labels() {
     });
     let snap = leakscope::snapshot();
     let live = |labels: &[(&str, &str)]| -> u64 {
-        let want: Vec<(String, String)> =
-            labels.iter().map(|&(k, v)| (k.to_string(), v.to_string())).collect();
+        let want: Vec<(String, String)> = labels
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         common::sites_through(&snap, "in_span_alloc")
             .filter(|s| s.labels() == want.as_slice())
             .map(|s| s.live_bytes())

@@ -202,7 +202,10 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
 
 /// Live bytes per label value at the previous view of the page, to show
 /// growth since then. Taken alone, query time only (the http lock order).
-static LAST_LABELS: Mutex<Option<(Instant, HashMap<(String, String), u64>)>> = Mutex::new(None);
+static LAST_LABELS: Mutex<Option<(Instant, LabelBytes)>> = Mutex::new(None);
+
+/// Live bytes per (label key, value).
+type LabelBytes = HashMap<(String, String), u64>;
 
 /// Live bytes and growth per label value (see `with_labels`), one table per
 /// label key: the top `n` keys by live bytes, each with its top `n` values.
@@ -223,10 +226,16 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
     keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut last = LAST_LABELS.lock().unwrap_or_else(|e| e.into_inner());
     let mut current = HashMap::new();
-    let since = last.as_ref().map(|(t, _)| now.saturating_duration_since(*t));
+    let since = last
+        .as_ref()
+        .map(|(t, _)| now.saturating_duration_since(*t));
     h.push_str("<h2>Live bytes by label</h2>");
     if let Some(d) = since {
-        let _ = write!(h, r#"<p class="note">Growth since this page was last viewed, {:.0} s ago.</p>"#, d.as_secs_f64());
+        let _ = write!(
+            h,
+            r#"<p class="note">Growth since this page was last viewed, {:.0} s ago.</p>"#,
+            d.as_secs_f64()
+        );
     }
     for (key, _) in keys.iter().take(n) {
         let _ = write!(
@@ -235,7 +244,9 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
             escape(key)
         );
         for (value, bytes) in snap.by_label(key).into_iter().take(n) {
-            let before = last.as_ref().and_then(|(_, m)| m.get(&(key.clone(), value.clone())));
+            let before = last
+                .as_ref()
+                .and_then(|(_, m)| m.get(&(key.clone(), value.clone())));
             let growth = match before {
                 Some(&b) => {
                     let d = bytes as i128 - b as i128;
@@ -244,7 +255,11 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
                 }
                 None => "".to_string(),
             };
-            let shown = if value.is_empty() { "(none)" } else { value.as_str() };
+            let shown = if value.is_empty() {
+                "(none)"
+            } else {
+                value.as_str()
+            };
             let _ = write!(
                 h,
                 r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,

@@ -47,7 +47,9 @@ pub struct Labeled<F> {
 impl<F> fmt::Debug for Labeled<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let set = labels::resolve(self.labels);
-        f.debug_struct("Labeled").field("labels", &&*set).finish_non_exhaustive()
+        f.debug_struct("Labeled")
+            .field("labels", &&*set)
+            .finish_non_exhaustive()
     }
 }
 

@@ -4,9 +4,9 @@
 use std::cell::RefCell;
 use std::fmt;
 
+use tracing_core::Subscriber;
 use tracing_core::field::{Field, Visit};
 use tracing_core::span::{Attributes, Id, Record};
-use tracing_core::Subscriber;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -134,8 +134,10 @@ where
             let Some(SpanLabels(pairs)) = ext.get::<SpanLabels>() else {
                 return;
             };
-            let pairs: Vec<(&str, &str)> =
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let id = labels::intern(&pairs, recorder::current_labels());
             let prev = recorder::swap_labels(id);
             let _ = SAVED.try_with(|s| s.borrow_mut().push(prev));

@@ -158,7 +158,10 @@ pub(crate) fn render(
         for (key, values) in label_rows(snap, top_n) {
             for (value, bytes) in values {
                 by_label
-                    .get_or_create(&vec![("key", bounded(key.clone())), ("value", bounded(value))])
+                    .get_or_create(&vec![
+                        ("key", bounded(key.clone())),
+                        ("value", bounded(value)),
+                    ])
                     .set(clamp(bytes));
             }
         }
@@ -277,5 +280,4 @@ mod tests {
         assert!((1..=4).contains(&series), "{series} series:\n{text}");
         assert!(!text.contains("leakscope_suspect_growth"));
     }
-
 }

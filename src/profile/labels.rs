@@ -246,7 +246,10 @@ mod tests {
         }
         assert_eq!(&ids[..3], &[1, 2, 3]);
         assert_eq!(ids[3], ids[4]);
-        assert_eq!(&*t.sets[ids[3] as usize], &[("leakscope".into(), "other".into())]);
+        assert_eq!(
+            &*t.sets[ids[3] as usize],
+            &[("leakscope".into(), "other".into())]
+        );
         // Known sets keep their ids after the cap.
         let canon = [("tenant", "t1")];
         assert_eq!(t.intern(&canon, hash_of(canon.iter().copied()), 3).0, 2);

@@ -104,7 +104,11 @@ pub(crate) fn label_cap() -> Option<u32> {
 /// Label id 0 leaves it unchanged; never 0 (an empty cache slot).
 #[inline(always)]
 fn key_hash(stack_hash: u64, labels: u32) -> u64 {
-    (stack_hash ^ (labels as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93).rotate_left(29)) | 1
+    (stack_hash
+        ^ (labels as u64)
+            .wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            .rotate_left(29))
+        | 1
 }
 
 /// Runs `f` on the table with its lock held. Must run under the guard if `f`

@@ -159,7 +159,10 @@ mod tests {
             "outer;inner<[u8, 4]>"
         );
         assert_eq!(fold_names(["a\nb"].into_iter()), "a b");
-        let labels = [("route".to_string(), "/x;y".to_string()), ("tenant".to_string(), "a".to_string())];
+        let labels = [
+            ("route".to_string(), "/x;y".to_string()),
+            ("tenant".to_string(), "a".to_string()),
+        ];
         assert_eq!(fold_labelled(&labels, &[]), "route=/x,y;tenant=a;[unknown]");
     }
 }
