@@ -18,9 +18,12 @@ mod common;
 #[global_allocator]
 static GLOBAL: leakscope::Tracker = leakscope::Tracker::system().sample_interval(1);
 
+#[cfg(feature = "pprof")]
 const REQUESTS: usize = 200;
+#[cfg(feature = "pprof")]
 const BODY: usize = 1000;
 
+#[cfg(feature = "pprof")]
 static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// One test at a time: a panic's backtrace in one test is unlabelled
@@ -32,6 +35,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// Both tenants' requests run through here; only tenant `a`'s are kept.
+#[cfg(feature = "pprof")]
 #[inline(never)]
 fn handle_request(keep: bool) {
     // Not zeros: `vec![0; n]` takes `alloc_zeroed`, another call site.
