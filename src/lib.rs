@@ -49,9 +49,15 @@
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod labels;
 mod leaks;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+/// Span fields as allocation labels (feature `tracing`): [`LabelLayer`](tracing::LabelLayer).
+#[cfg(feature = "tracing")]
+pub mod tracing {
+    pub use crate::labels::layer::LabelLayer;
+}
 mod profile;
 mod recorder;
 mod report;
@@ -65,9 +71,10 @@ mod report;
 pub struct ReadmeDoctests;
 
 pub use error::Error;
+pub use labels::{Labeled, WithLabels, with_labels};
 pub use leaks::{LeakCheck, Monitor, MonitorConfig, SiteHistory, Suspect, assert_no_leaks};
 pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
 pub use recorder::{
-    DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker, Unwinder,
-    set_sample_interval,
+    DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker,
+    Unwinder, set_sample_interval,
 };

@@ -498,6 +498,7 @@ struct SiteJson {
     total_bytes: u64,
     total_allocs: u64,
     oldest_age_nanos: Option<u64>,
+    labels: std::collections::BTreeMap<String, String>,
     frames: Vec<FrameJson>,
 }
 
@@ -544,6 +545,7 @@ struct SiteDeltaJson {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
+    labels: std::collections::BTreeMap<String, String>,
     frames: Vec<FrameJson>,
 }
 

@@ -1,7 +1,9 @@
 //! `/debug/leakscope`: the leak dashboard, one server-rendered HTML page
 //! (inline CSS and SVG, no script, nothing fetched from elsewhere).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use super::chart::{self, COLORS, Line};
@@ -79,6 +81,7 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
     suspects_section(&mut h, suspects.as_deref());
+    labels_section(&mut h, &snap, ctx.top_sites.max(1), now);
     sites_section(&mut h, &snap, ctx.top_sites.max(1));
     links(&mut h);
     h.push_str("</main></body></html>\n");
@@ -198,6 +201,80 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
         );
     }
     h.push_str("</table>");
+}
+
+/// Live bytes per label value at the previous view of the page, to show
+/// growth since then. Taken alone, query time only (the http lock order).
+static LAST_LABELS: Mutex<Option<(Instant, LabelBytes)>> = Mutex::new(None);
+
+/// Live bytes per (label key, value).
+type LabelBytes = HashMap<(String, String), u64>;
+
+/// Live bytes and growth per label value (see `with_labels`), one table per
+/// label key: the top `n` keys by live bytes, each with its top `n` values.
+/// Growth is since the previous view of the page.
+fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
+    let mut keys: Vec<(String, u64)> = Vec::new();
+    for s in snap.sites() {
+        for (k, _) in s.labels() {
+            match keys.iter_mut().find(|(key, _)| key == k) {
+                Some(e) => e.1 = e.1.saturating_add(s.live_bytes()),
+                None => keys.push((k.clone(), s.live_bytes())),
+            }
+        }
+    }
+    if keys.is_empty() {
+        return;
+    }
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut last = LAST_LABELS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut current = HashMap::new();
+    let since = last
+        .as_ref()
+        .map(|(t, _)| now.saturating_duration_since(*t));
+    h.push_str("<h2>Live bytes by label</h2>");
+    if let Some(d) = since {
+        let _ = write!(
+            h,
+            r#"<p class="note">Growth since this page was last viewed, {:.0} s ago.</p>"#,
+            d.as_secs_f64()
+        );
+    }
+    for (key, _) in keys.iter().take(n) {
+        let _ = write!(
+            h,
+            r#"<table class="labels"><tr><th>{}</th><th class="num">Live</th><th class="num">Growth</th></tr>"#,
+            escape(key)
+        );
+        for (value, bytes) in snap.by_label(key).into_iter().take(n) {
+            let before = last
+                .as_ref()
+                .and_then(|(_, m)| m.get(&(key.clone(), value.clone())));
+            let growth = match before {
+                Some(&b) => {
+                    let d = bytes as i128 - b as i128;
+                    let sign = if d >= 0 { "+" } else { "-" };
+                    format!("{sign}{}", human(d.unsigned_abs() as f64))
+                }
+                None => "".to_string(),
+            };
+            let shown = if value.is_empty() {
+                "(none)"
+            } else {
+                value.as_str()
+            };
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                escape(shown),
+                escape(&human(bytes as f64)),
+                escape(&growth)
+            );
+            current.insert((key.clone(), value), bytes);
+        }
+        h.push_str("</table>");
+    }
+    *last = Some((now, current));
 }
 
 fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {

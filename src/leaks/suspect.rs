@@ -60,6 +60,12 @@ impl Suspect {
         self.stack.addresses()
     }
 
+    /// The site's labels, as [`Site::labels`](crate::Site::labels): the
+    /// monitor's series are per site, so per label set too.
+    pub fn labels(&self) -> &[(String, String)] {
+        self.stack.labels()
+    }
+
     /// Growth of live bytes from the first to the last summary of the window.
     pub fn growth_bytes(&self) -> i64 {
         self.growth_bytes
@@ -166,6 +172,12 @@ impl SiteHistory {
     /// The raw return addresses, as [`Site::addresses`](crate::Site::addresses).
     pub fn addresses(&self) -> &[usize] {
         self.stack.addresses()
+    }
+
+    /// The site's labels, as [`Site::labels`](crate::Site::labels): the
+    /// monitor's series are per site, so per label set too.
+    pub fn labels(&self) -> &[(String, String)] {
+        self.stack.labels()
     }
 
     /// `(when the summary was taken, estimated live bytes)`, oldest first.

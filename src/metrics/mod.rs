@@ -3,8 +3,9 @@
 //!
 //! Cardinality is bounded whatever the program does: one
 //! `leakscope_site_live_bytes` series for each of the top `N` sites by live
-//! bytes, plus one `site="other"` series for all the rest, and at most `N`
-//! suspect series.
+//! bytes, plus one `site="other"` series for all the rest, at most `N`
+//! suspect series, and for each of at most `N` label keys, `N` values plus
+//! `value="other"`.
 //!
 //! Encoded with `prometheus-client` (which escapes label values and writes
 //! the `HELP`/`TYPE` lines); a fresh registry is filled per scrape, because
@@ -48,6 +49,7 @@ type Labels = Vec<(&'static str, String)>;
 /// | `leakscope_tracker_bytes` | gauge | memory the tracker itself holds |
 /// | `leakscope_sample_interval_bytes` | gauge | mean sample interval (1 = exact) |
 /// | `leakscope_site_live_bytes{site, function, location}` | gauge | live bytes of each of the top `top_n` sites by live bytes, and `site="other"` for the rest |
+/// | `leakscope_label_live_bytes{key, value}` | gauge | live bytes per value of each label key (see [`with_labels`](crate::with_labels)): the top `top_n` values of each of the top `top_n` keys, and `value="other"` for the rest of that key |
 /// | `leakscope_suspect_growth_bytes_per_second{site, function, location}` | gauge | growth rate of each leak suspect (at most `top_n`), while a [`Monitor`](crate::Monitor) runs |
 ///
 /// `site` is the site's stable id ([`Site::id`](crate::Site::id)),
@@ -152,6 +154,23 @@ pub(crate) fn render(
             sites,
         );
 
+        let by_label = Family::<Labels, Gauge>::default();
+        for (key, values) in label_rows(snap, top_n) {
+            for (value, bytes) in values {
+                by_label
+                    .get_or_create(&vec![
+                        ("key", bounded(key.clone())),
+                        ("value", bounded(value)),
+                    ])
+                    .set(clamp(bytes));
+            }
+        }
+        registry.register(
+            "leakscope_label_live_bytes",
+            "Estimated live bytes per label value (see with_labels): the top values of each key; value=\"other\" sums the rest of that key",
+            by_label,
+        );
+
         if let Some(suspects) = suspects {
             let growth = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
             for s in suspects.iter().take(top_n) {
@@ -171,6 +190,36 @@ pub(crate) fn render(
             .map_err(|e| Error::Encode(format!("prometheus exposition: {e}")))?;
         Ok(out)
     })
+}
+
+/// The label series: for each of the first `top_n` label keys (by live
+/// bytes), its top `top_n` values by live bytes and `"other"` for the rest
+/// of that key's memory (memory without the key is in no series).
+fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<(String, Vec<(String, u64)>)> {
+    let mut keys: Vec<(String, u64)> = Vec::new();
+    for s in snap.sites() {
+        for (k, _) in s.labels() {
+            match keys.iter_mut().find(|(key, _)| key == k) {
+                Some(e) => e.1 = e.1.saturating_add(s.live_bytes()),
+                None => keys.push((k.clone(), s.live_bytes())),
+            }
+        }
+    }
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    keys.truncate(top_n);
+    keys.into_iter()
+        .map(|(key, _)| {
+            let mut values: Vec<(String, u64)> = snap
+                .by_label(&key)
+                .into_iter()
+                .filter(|(v, _)| !v.is_empty())
+                .collect();
+            let rest: u64 = values.iter().skip(top_n).map(|x| x.1).sum();
+            values.truncate(top_n);
+            values.push(("other".to_string(), rest));
+            (key, values)
+        })
+        .collect()
 }
 
 fn site_labels(id: u32, frames: &[Frame]) -> Labels {

@@ -114,6 +114,33 @@ impl Diff {
         &self.sites
     }
 
+    /// Live-bytes growth per value of the label `key` (see
+    /// [`with_labels`](crate::with_labels)), largest first (ties by value);
+    /// memory without that label is under `""`. Lists every value of a site
+    /// whose counters changed, so a value that only churned shows at 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let kept = leakscope::with_labels(&[("tenant", "a")], || vec![0u8; 1 << 20]);
+    /// for (tenant, growth) in leakscope::snapshot().diff(&base).by_label("tenant") {
+    ///     println!("tenant {tenant:?}: {growth:+} B");
+    /// }
+    /// # drop(kept);
+    /// ```
+    pub fn by_label(&self, key: &str) -> Vec<(String, i64)> {
+        Guard::run(|| {
+            let mut sums = super::snapshot::group_by_label(
+                self.sites.iter().map(|d| (d.labels(), d.live_bytes_delta)),
+                key,
+                |a: i64, b| a.saturating_add(b),
+            );
+            sums.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            sums
+        })
+    }
+
     /// Change of total live bytes.
     pub fn live_bytes_delta(&self) -> i64 {
         self.live_bytes_delta
@@ -199,5 +226,10 @@ impl SiteDelta {
     /// The raw return addresses, as [`Site::addresses`].
     pub fn addresses(&self) -> &[usize] {
         self.stack.addresses()
+    }
+
+    /// The site's labels, as [`Site::labels`].
+    pub fn labels(&self) -> &[(String, String)] {
+        self.stack.labels()
     }
 }

@@ -10,6 +10,10 @@
 //! alone where there is no line information, and the address where there is
 //! no symbol at all.
 //!
+//! With labels, a site is (source-level stack, label set): the recorder's
+//! raw key is (raw stack, label set id), and so is the merge key here (label
+//! ids are interned canonical sets, so equal ids are equal sets).
+//!
 //! Each raw stack is symbolized and mapped to its site once per process (a
 //! raw stack never changes), and sites are numbered in order of first sight
 //! and never forgotten, so [`Site::id`] is stable for the life of the
@@ -33,6 +37,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::frame::Frame;
+use super::labels;
 use super::symbolize::{SiteStack, symbolize, with_symbol_lock};
 
 /// The process-wide mapping. Locked only at query time, and only under the
@@ -43,9 +48,11 @@ use super::symbolize::{SiteStack, symbolize, with_symbol_lock};
 struct Table {
     /// Raw site id -> site id, for raw ids `0..of_raw.len()`.
     of_raw: Vec<u32>,
-    /// Identity of a site's source-level stack (see the module docs) -> id.
+    /// Identity of a site (see the module docs: its source-level stack and
+    /// its label set) -> id.
     by_key: HashMap<u128, u32, BuildHasherDefault<DefaultHasher>>,
-    /// Site id -> its stack (the representative raw stack; frames lazily).
+    /// Site id -> its stack (the representative raw stack, its label set;
+    /// frames lazily).
     stacks: Vec<SiteStack>,
 }
 
@@ -70,23 +77,31 @@ pub(crate) struct Merged {
     pub(crate) stacks: Vec<SiteStack>,
 }
 
-/// Maps the raw stacks `raw` (indexed by raw site id, as the recorder
-/// returns them) to sites, symbolizing the ones never seen before. Must run
-/// under the guard (symbolization allocates).
-pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
+/// Maps the raw sites (`raw` stacks and their `raw_labels` set ids, indexed
+/// by raw site id, as the recorder returns them) to sites, symbolizing the
+/// ones never seen before. Must run under the guard (symbolization
+/// allocates).
+pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
     let known = with_symbol_lock(|| table().of_raw.len());
     if known < raw.len() {
         // Symbolize the new raw stacks outside the lock: that is the slow
         // part, and two threads asking at once may both do it (the second
         // one's work is dropped below), which costs time, never correctness.
-        // The frames themselves are dropped once hashed.
-        let fresh: Vec<u128> = raw[known..]
+        // The frames themselves are dropped once hashed. Label sets are
+        // looked up here too (that takes the symbol lock itself, which is
+        // not reentrant).
+        let sets = labels::all();
+        let fresh: Vec<(u128, u32)> = raw[known..]
             .iter()
-            .map(|addrs| key_of(&symbolize(addrs)))
+            .enumerate()
+            .map(|(i, addrs)| {
+                let label = raw_labels.get(known + i).copied().unwrap_or(0);
+                (key_of(&symbolize(addrs), label), label)
+            })
             .collect();
         with_symbol_lock(|| {
             let mut t = table();
-            for (i, key) in fresh.into_iter().enumerate() {
+            for (i, (key, label)) in fresh.into_iter().enumerate() {
                 let raw_id = known + i;
                 if raw_id < t.of_raw.len() {
                     continue; // mapped meanwhile by another query
@@ -94,7 +109,11 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
                 let next = t.stacks.len() as u32;
                 let site = *t.by_key.entry(key).or_insert(next);
                 if site == next {
-                    t.stacks.push(SiteStack::new(raw[raw_id].clone()));
+                    let mut stack = SiteStack::new(raw[raw_id].clone());
+                    if let Some(set) = sets.get(label as usize).or(sets.first()) {
+                        stack = stack.with_labels(set.clone());
+                    }
+                    t.stacks.push(stack);
                 }
                 t.of_raw.push(site);
             }
@@ -109,14 +128,16 @@ pub(crate) fn merge(raw: &[Arc<[usize]>]) -> Merged {
     })
 }
 
-/// A 128-bit hash of a source-level stack, from its frames' keys (see
-/// `Frame::with_key`): two SipHash passes under different keys (std's
-/// `DefaultHasher` is keyed with zeros; a prefix makes the second pass an
-/// independent function of the same input).
-fn key_of(frames: &[Frame]) -> u128 {
+/// A 128-bit hash of a site: its label set id and its source-level stack,
+/// from its frames' keys (see `Frame::with_key`): two SipHash passes under
+/// different keys (std's `DefaultHasher` is keyed with zeros; a prefix makes
+/// the second pass an independent function of the same input).
+fn key_of(frames: &[Frame], label: u32) -> u128 {
     let mut a = DefaultHasher::new();
     let mut b = DefaultHasher::new();
     0x9E37_79B9_7F4A_7C15u64.hash(&mut b);
+    label.hash(&mut a);
+    label.hash(&mut b);
     frames.len().hash(&mut a);
     frames.len().hash(&mut b);
     for f in frames {
@@ -166,22 +187,24 @@ mod tests {
             frame("f", Some("/a.rs"), Some(3), 0x11),
             frame("main", Some("/a.rs"), Some(9), 0x99),
         ];
-        assert_eq!(key_of(&a), key_of(&b));
+        assert_eq!(key_of(&a, 0), key_of(&b, 0));
         // Another line, another site.
         let c = [
             frame("f", Some("/a.rs"), Some(4), 0x10),
             frame("main", Some("/a.rs"), Some(9), 0x20),
         ];
-        assert_ne!(key_of(&a), key_of(&c));
+        assert_ne!(key_of(&a, 0), key_of(&c, 0));
         // Without line tables, the name alone.
         let d = [frame("f", None, None, 0x10)];
         let e = [frame("f", None, None, 0x50)];
-        assert_eq!(key_of(&d), key_of(&e));
+        assert_eq!(key_of(&d, 0), key_of(&e, 0));
         // Without a symbol, the address.
         let g = [frame("0x10", None, None, 0x10)];
         let h = [frame("0x50", None, None, 0x50)];
-        assert_ne!(key_of(&g), key_of(&h));
+        assert_ne!(key_of(&g, 0), key_of(&h, 0));
         // A prefix is not the stack.
-        assert_ne!(key_of(&a[..1]), key_of(&a));
+        assert_ne!(key_of(&a[..1], 0), key_of(&a, 0));
+        // The same stack under another label set is another site.
+        assert_ne!(key_of(&a, 0), key_of(&a, 1));
     }
 }

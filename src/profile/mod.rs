@@ -5,6 +5,7 @@
 
 mod diff;
 mod frame;
+pub(crate) mod labels;
 mod merge;
 mod notes;
 mod site;

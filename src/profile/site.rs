@@ -97,6 +97,26 @@ impl Site {
         self.stack.addresses()
     }
 
+    /// The labels its allocations were made under (see
+    /// [`with_labels`](crate::with_labels)), sorted by key; empty for
+    /// unlabelled memory. A site is a (call stack, label set) pair: the same
+    /// stack under two label sets is two sites.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let kept = leakscope::with_labels(&[("tenant", "a")], || vec![0u8; 4096]);
+    /// for site in leakscope::snapshot().sites() {
+    ///     for (key, value) in site.labels() {
+    ///         println!("site {} has {key}={value}", site.id());
+    ///     }
+    /// }
+    /// # drop(kept);
+    /// ```
+    pub fn labels(&self) -> &[(String, String)] {
+        self.stack.labels()
+    }
+
     /// Age of the oldest live recorded block of this site, at the time of the
     /// snapshot.
     ///

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::site::{Born, Site};
 use super::symbolize::{self, SiteStack};
-use super::{merge, notes};
+use super::{labels, merge, notes};
 use crate::recorder::{self, COUNT_ONE, Guard, LiveBlock, Totals, est_bytes, est_count};
 
 /// The live and total heap per call stack at one moment.
@@ -60,12 +60,13 @@ pub fn snapshot() -> Snapshot {
         // (see `recorder::heap_view`).
         let recorder::HeapView {
             stacks: raw_stacks,
+            labels: raw_labels,
             blocks,
             totals,
             folded_stacks,
         } = recorder::heap_view();
         let taken_us = recorder::now_us();
-        let merged = merge::merge(&raw_stacks);
+        let merged = merge::merge(&raw_stacks, &raw_labels);
         let n = merged.stacks.len();
         let mut sums = vec![Totals::default(); n];
         let mut active = vec![false; n];
@@ -105,8 +106,10 @@ pub fn snapshot() -> Snapshot {
                 taken_us,
             });
         }
-        let tracker_bytes =
-            recorder::overhead_bytes() + symbolize::overhead_bytes() + merge::overhead_bytes();
+        let tracker_bytes = recorder::overhead_bytes()
+            + symbolize::overhead_bytes()
+            + merge::overhead_bytes()
+            + labels::overhead_bytes();
         notes::frame_pointers_missing(); // logs its warning the first time
         let mut snap = Snapshot::from_sites(
             sites,
@@ -139,9 +142,9 @@ pub(crate) fn summary() -> Summary {
     Guard::run(|| {
         let taken_us = recorder::now_us();
         notes::frame_pointers_missing(); // logs its warning the first time
-        let raw_stacks = recorder::site_stacks();
+        let (raw_stacks, raw_labels) = recorder::site_stacks();
         let totals = recorder::site_totals(raw_stacks.len());
-        let merged = merge::merge(&raw_stacks);
+        let merged = merge::merge(&raw_stacks, &raw_labels);
         let mut live = vec![0u64; merged.stacks.len()];
         for (t, &site) in totals.iter().zip(&merged.of_raw) {
             live[site as usize] += t.alloc_bytes.saturating_sub(t.free_bytes);
@@ -152,6 +155,24 @@ pub(crate) fn summary() -> Summary {
             live,
         }
     })
+}
+
+/// Sums `value`s per value of the label `key` (`""` where absent).
+pub(super) fn group_by_label<'a, T: Copy + Default>(
+    items: impl Iterator<Item = (&'a [(String, String)], T)>,
+    key: &str,
+    add: impl Fn(T, T) -> T,
+) -> Vec<(String, T)> {
+    let mut sums: std::collections::HashMap<&'a str, T> = std::collections::HashMap::new();
+    for (labels, v) in items {
+        let value = labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or("", |(_, v)| v.as_str());
+        let e = sums.entry(value).or_default();
+        *e = add(*e, v);
+    }
+    sums.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
 fn born_of(b: &LiveBlock) -> Born {
@@ -216,7 +237,8 @@ impl Snapshot {
 
     /// Memory the tracker itself holds: per-thread books and their counter
     /// chunks, the site table (its index, every interned stack, the overflow
-    /// sketch), the thread registry, the symbol cache, and the headers and
+    /// sketch), the thread registry, the symbol cache, the interned label
+    /// sets, and the headers and
     /// padding of live recorded blocks.
     pub fn tracker_bytes(&self) -> u64 {
         self.tracker_bytes
@@ -243,6 +265,32 @@ impl Snapshot {
     /// Sites with recorded activity, largest live bytes first.
     pub fn sites(&self) -> &[Site] {
         &self.sites
+    }
+
+    /// Live bytes per value of the label `key` (see
+    /// [`with_labels`](crate::with_labels)), largest first (ties by value);
+    /// memory without that label is under `""`. Every value of a site in
+    /// the snapshot is listed, also at 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let kept = leakscope::with_labels(&[("tenant", "a")], || vec![0u8; 1 << 20]);
+    /// for (tenant, bytes) in leakscope::snapshot().by_label("tenant") {
+    ///     println!("tenant {tenant:?}: {bytes} B live");
+    /// }
+    /// # drop(kept);
+    /// ```
+    pub fn by_label(&self, key: &str) -> Vec<(String, u64)> {
+        Guard::run(|| {
+            let mut sums: Vec<(String, u64)> = group_by_label(
+                self.sites.iter().map(|s| (s.labels(), s.live_bytes)),
+                key,
+                |a, b| a.saturating_add(b),
+            );
+            sums.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            sums
+        })
     }
 
     /// The sample interval in force when the snapshot was taken (1 = exact).

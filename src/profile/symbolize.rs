@@ -223,6 +223,10 @@ fn full_name(addr: usize) -> Option<String> {
 pub(crate) struct SiteStack {
     addrs: Arc<[usize]>,
     frames: Arc<OnceCell<Arc<[Frame]>>>,
+    /// The site's label set (`labels::LabelSet`, spelled out here so this
+    /// file does not import `labels`, which imports it): part of what a site
+    /// is, so it travels with the stack into `Site`, `SiteDelta`, `Suspect`.
+    labels: Arc<[(String, String)]>,
 }
 
 impl SiteStack {
@@ -230,7 +234,23 @@ impl SiteStack {
         SiteStack {
             addrs,
             frames: Arc::new(OnceCell::new()),
+            labels: Arc::from(Vec::new()),
         }
+    }
+
+    /// The same stack with the label set `labels`.
+    pub(crate) fn with_labels(self, labels: Arc<[(String, String)]>) -> SiteStack {
+        SiteStack { labels, ..self }
+    }
+
+    /// The site's labels, sorted by key.
+    pub(crate) fn labels(&self) -> &[(String, String)] {
+        &self.labels
+    }
+
+    /// The same, shared (for export rows, which own what they carry).
+    pub(crate) fn labels_shared(&self) -> Arc<[(String, String)]> {
+        self.labels.clone()
     }
 
     /// The symbolized, trimmed frames (see [`symbolize`]).

@@ -1,5 +1,6 @@
 //! Per-thread state read on every allocation: the reentrancy guard and the
-//! sampler's byte countdown. (The thread's book pointer is `book`'s own
+//! sampler's byte countdown; and, read only on the recorded path, the
+//! thread's current label set id. (The thread's book pointer is `book`'s own
 //! thread-local, so this module depends on nothing else in the crate.)
 //!
 //! Everything lives in one `const`-initialised thread-local made only of
@@ -44,6 +45,12 @@ pub(super) struct ThreadState {
     /// integers, so the thread-local stays destructor-free.
     pub(super) stack_lo: Cell<usize>,
     pub(super) stack_hi: Cell<usize>,
+    /// The interned id of the label set allocations on this thread carry
+    /// (0 = no labels). Written by `with_labels` and `Labeled::poll` (a plain
+    /// store), read only when an allocation is recorded: the common path
+    /// never touches it. The recorder gives ids no meaning; the query side
+    /// interns them.
+    pub(super) labels: Cell<u32>,
 }
 
 thread_local! {
@@ -56,8 +63,23 @@ thread_local! {
             rng: Cell::new(0),
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
+            labels: Cell::new(0),
         }
     };
+}
+
+/// This thread's label set id (0 if none, or during thread teardown).
+#[inline(always)]
+pub(super) fn labels() -> u32 {
+    STATE.try_with(|s| s.labels.get()).unwrap_or(0)
+}
+
+/// Makes `id` this thread's label set id and returns the previous one. A
+/// plain thread-local store: no lock, no allocation. During thread teardown
+/// (the state is gone) it does nothing and returns 0.
+#[inline]
+pub(super) fn swap_labels(id: u32) -> u32 {
+    STATE.try_with(|s| s.labels.replace(id)).unwrap_or(0)
 }
 
 /// Holds the reentrancy guard for the current thread while alive.

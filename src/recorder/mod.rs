@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use sampling::{DEFAULT_SAMPLE_INTERVAL, set_sample_interval};
 pub use stack::Unwinder;
-pub use tracker::{DEFAULT_MAX_SITES, MAX_SITES_LIMIT, Tracker};
+pub use tracker::{DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, MAX_SITES_LIMIT, Tracker};
 
 // The read-only interface of the query side. Each item only reads (or, for
 // the guard, marks the calling thread); none of them is called from inside
@@ -58,6 +58,8 @@ pub(crate) struct HeapView {
     /// The raw stack of every site, indexed by site id (innermost frame
     /// first); id 0 is the overflow site, whose only frame is [`OTHER_FRAME`].
     pub(crate) stacks: Vec<Arc<[usize]>>,
+    /// The label set id of every site in `stacks` (same indexing).
+    pub(crate) labels: Vec<u32>,
     /// Every live recorded block (of any site id, also ids past `stacks`).
     pub(crate) blocks: Vec<LiveBlock>,
     /// The counters of each site in `stacks`, summed over every book.
@@ -77,12 +79,13 @@ pub(crate) struct HeapView {
 /// smaller than allocated minus freed for a moment, never larger than
 /// allocated.)
 pub(crate) fn heap_view() -> HeapView {
-    let stacks = sites::all_stacks();
+    let (stacks, labels) = sites::all_sites();
     let blocks = book::live_blocks();
     let totals = book::gather(stacks.len());
     let folded_stacks = sites::folded_stacks();
     HeapView {
         stacks,
+        labels,
         blocks,
         totals,
         folded_stacks,
@@ -94,10 +97,29 @@ pub(crate) fn heap_view() -> HeapView {
 /// recorder only sets the flag; the query side logs the warning.
 pub(crate) use stack::frame_pointers_untrusted;
 
-/// The raw stack of every site, indexed by site id (innermost frame first).
-/// Must run under the guard.
-pub(crate) fn site_stacks() -> Vec<Arc<[usize]>> {
-    sites::all_stacks()
+/// The raw stack of every site, indexed by site id (innermost frame first),
+/// and its label set id. Must run under the guard.
+pub(crate) fn site_stacks() -> (Vec<Arc<[usize]>>, Vec<u32>) {
+    sites::all_sites()
+}
+
+/// This thread's label set id (0 = none): what its recorded allocations
+/// are keyed by. For the query side (`with_labels`, `Labeled`).
+pub(crate) fn current_labels() -> u32 {
+    guard::labels()
+}
+
+/// Makes `id` this thread's label set id, returning the previous one: a
+/// plain thread-local store. The only write the query side makes into the
+/// recorder's state; the allocation path reads the id only when it records.
+pub(crate) fn swap_labels(id: u32) -> u32 {
+    guard::swap_labels(id)
+}
+
+/// The tracker's `max_label_sets`, once it recorded anything (the recorder
+/// notes it on the recorded path; it is the tracker's `const` configuration).
+pub(crate) fn label_cap() -> Option<u32> {
+    sites::label_cap()
 }
 
 /// The counters of sites `0..nsites`, summed over every thread's book.

@@ -14,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use super::book::{self, Book, COUNT_ONE};
-use super::guard::Guard;
+use super::guard::{self, Guard};
 use super::header::{self, Header};
 use super::stack::{self, Stack, Unwinder};
 use super::{clock, sites};
@@ -46,14 +46,18 @@ pub(crate) struct Recording {
     pub(crate) unwinder: Unwinder,
     /// Most distinct stacks interned; see `sites`.
     pub(crate) max_sites: u32,
+    /// Most distinct label sets the query side interns (`Tracker::max_label_sets`).
+    pub(crate) max_label_sets: u32,
 }
 
-/// Captures the stack and finds its site. Under the guard.
+/// Captures the stack and finds its site: (stack, this thread's label set).
+/// Under the guard. The only place the allocation path reads the label id.
 #[inline(always)]
 fn site_here(how: Recording, book: &Book) -> u32 {
     let mut stack = Stack::new();
     stack::capture(how.unwinder, &mut stack);
-    sites::site_of(&stack, book, how.max_sites)
+    sites::note_label_cap(how.max_label_sets);
+    sites::site_of(&stack, guard::labels(), book, how.max_sites)
 }
 
 /// Writes the header of a freshly placed block, counts it and links it.

@@ -1,9 +1,13 @@
-//! The site table: one site per distinct call stack, interned once and kept
-//! for the life of the process, so site ids are stable across snapshots.
+//! The site table: one site per distinct (call stack, label set id), interned
+//! once and kept for the life of the process, so site ids are stable across
+//! snapshots. The label set id is the thread's (`guard::labels`) when the
+//! allocation was recorded; the recorder stores it and gives it no meaning
+//! (0 = no labels; the query side interns the sets).
 //!
 //! Lookups go through the calling thread's book cache first (stack hash ->
-//! site id), so the shared table is touched once per distinct stack per
-//! thread, not once per recorded event. The cache trusts the 64-bit hash (it
+//! site id; the label id is mixed into the hash), so the shared table is
+//! touched once per distinct key per thread, not once per recorded event.
+//! The cache trusts the 64-bit hash (it
 //! does not compare the stacks), so two stacks colliding in it would share a
 //! site; the table itself compares whole stacks.
 //!
@@ -23,6 +27,7 @@
 
 use std::cell::UnsafeCell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::book::{Book, MAX_SITES};
 use super::spin::SpinLock;
@@ -40,7 +45,9 @@ const HLL_M: usize = 1 << HLL_BITS;
 struct Inner {
     /// Site id -> raw stack (innermost first). Id 0 is the overflow site.
     stacks: Vec<Arc<[usize]>>,
-    /// Site id -> the hash of its stack.
+    /// Site id -> the label set id it was recorded under (0 for site 0).
+    labels: Vec<u32>,
+    /// Site id -> the hash of its key (stack and label id, see [`key_hash`]).
     hashes: Vec<u64>,
     /// Open addressing, linear probing: slot -> site id, 0 = empty (site 0 is
     /// never looked up by stack). Its length is 0 or a power of two, at most
@@ -64,12 +71,45 @@ static TABLE: Table = Table {
     lock: SpinLock::new(),
     inner: UnsafeCell::new(Inner {
         stacks: Vec::new(),
+        labels: Vec::new(),
         hashes: Vec::new(),
         index: Vec::new(),
         folded: [0; HLL_M],
         any_folded: false,
     }),
 };
+
+/// The tracker's `max_label_sets`, noted by every recorded event (so the
+/// query side, which interns label sets, knows it); 0 = not seen yet.
+static LABEL_CAP: AtomicU32 = AtomicU32::new(0);
+
+/// Notes the tracker's label-set cap (recorded path only: one relaxed load,
+/// and a store the first time).
+#[inline(always)]
+pub(crate) fn note_label_cap(cap: u32) {
+    if LABEL_CAP.load(Relaxed) != cap {
+        LABEL_CAP.store(cap, Relaxed);
+    }
+}
+
+/// The label-set cap of the tracker, once it recorded anything.
+pub(crate) fn label_cap() -> Option<u32> {
+    match LABEL_CAP.load(Relaxed) {
+        0 => None,
+        n => Some(n),
+    }
+}
+
+/// The hash of a site's key: the stack's hash with the label id mixed in.
+/// Label id 0 leaves it unchanged; never 0 (an empty cache slot).
+#[inline(always)]
+fn key_hash(stack_hash: u64, labels: u32) -> u64 {
+    (stack_hash
+        ^ (labels as u64)
+            .wrapping_mul(0xD6E8_FEB8_6659_FD93)
+            .rotate_left(29))
+        | 1
+}
 
 /// Runs `f` on the table with its lock held. Must run under the guard if `f`
 /// may allocate.
@@ -79,36 +119,40 @@ fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
     f(unsafe { &mut *TABLE.inner.get() })
 }
 
-/// The site id of `stack`, interning it if new, or 0 once `max_sites` sites
-/// exist. Must run under the guard.
+/// The site id of (`stack`, `labels`), interning it if new, or 0 once
+/// `max_sites` sites exist. Must run under the guard.
 #[inline(always)]
-pub(crate) fn site_of(stack: &Stack, book: &Book, max_sites: u32) -> u32 {
-    let hash = stack.hash();
+pub(crate) fn site_of(stack: &Stack, labels: u32, book: &Book, max_sites: u32) -> u32 {
+    let hash = key_hash(stack.hash(), labels);
     match book.cached_site(hash) {
         Some(site) => site,
-        None => miss(stack, hash, book, max_sites),
+        None => miss(stack, labels, hash, book, max_sites),
     }
 }
 
-/// A stack this thread has not recorded lately: the shared table.
+/// A key this thread has not recorded lately: the shared table.
 #[cold]
 #[inline(never)]
-fn miss(stack: &Stack, hash: u64, book: &Book, max_sites: u32) -> u32 {
-    let site = locked(|t| t.intern(stack.addrs(), hash, max_sites as usize));
+fn miss(stack: &Stack, labels: u32, hash: u64, book: &Book, max_sites: u32) -> u32 {
+    let site = locked(|t| t.intern(stack.addrs(), labels, hash, max_sites as usize));
     book.cache_site(hash, site);
     site
 }
 
 impl Inner {
-    fn intern(&mut self, addrs: &[usize], hash: u64, max_sites: usize) -> u32 {
+    fn intern(&mut self, addrs: &[usize], labels: u32, hash: u64, max_sites: usize) -> u32 {
         if self.stacks.is_empty() {
-            if self.stacks.try_reserve(16).is_err() || self.hashes.try_reserve(16).is_err() {
+            if self.stacks.try_reserve(16).is_err()
+                || self.hashes.try_reserve(16).is_err()
+                || self.labels.try_reserve(16).is_err()
+            {
                 return 0;
             }
             self.stacks.push(Arc::from(&[OTHER_FRAME][..]));
+            self.labels.push(0);
             self.hashes.push(0);
         }
-        if let Some(id) = self.find(addrs, hash) {
+        if let Some(id) = self.find(addrs, labels, hash) {
             return id;
         }
         let n = self.stacks.len() - 1;
@@ -121,13 +165,14 @@ impl Inner {
         // `Arc` allocation itself aborts if the inner allocator is out of
         // memory, as every `Arc` does.)
         self.stacks.push(Arc::from(addrs));
+        self.labels.push(labels);
         self.hashes.push(hash);
         let slot = self.free_slot(hash);
         self.index[slot] = id;
         id
     }
 
-    fn find(&self, addrs: &[usize], hash: u64) -> Option<u32> {
+    fn find(&self, addrs: &[usize], labels: u32, hash: u64) -> Option<u32> {
         if self.index.is_empty() {
             return None;
         }
@@ -138,7 +183,10 @@ impl Inner {
             if id == 0 {
                 return None;
             }
-            if self.hashes[id as usize] == hash && *self.stacks[id as usize] == *addrs {
+            if self.hashes[id as usize] == hash
+                && self.labels[id as usize] == labels
+                && *self.stacks[id as usize] == *addrs
+            {
                 return Some(id);
             }
             i = (i + 1) & mask;
@@ -157,7 +205,10 @@ impl Inner {
     /// Reserves room for one more site, growing the index to keep it at most
     /// half full. False if the inner allocator refused.
     fn make_room(&mut self) -> bool {
-        if self.stacks.try_reserve(1).is_err() || self.hashes.try_reserve(1).is_err() {
+        if self.stacks.try_reserve(1).is_err()
+            || self.hashes.try_reserve(1).is_err()
+            || self.labels.try_reserve(1).is_err()
+        {
             return false;
         }
         let sites = self.stacks.len();
@@ -220,14 +271,15 @@ fn finalize(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// A copy of the id -> stack list (cheap: `Arc` clones). Must run under the
-/// guard. Before any stack is interned, the list is just the overflow site.
-pub(crate) fn all_stacks() -> Vec<Arc<[usize]>> {
-    let stacks = locked(|t| t.stacks.clone());
+/// A copy of the id -> stack list (cheap: `Arc` clones) and of the id ->
+/// label id list, read together. Must run under the guard. Before any
+/// stack is interned, the lists are just the overflow site.
+pub(crate) fn all_sites() -> (Vec<Arc<[usize]>>, Vec<u32>) {
+    let (stacks, labels) = locked(|t| (t.stacks.clone(), t.labels.clone()));
     if stacks.is_empty() {
-        vec![Arc::from(&[OTHER_FRAME][..])]
+        (vec![Arc::from(&[OTHER_FRAME][..])], vec![0])
     } else {
-        stacks
+        (stacks, labels)
     }
 }
 
@@ -243,6 +295,7 @@ pub(crate) fn overhead_bytes() -> u64 {
     locked(|t| {
         let arrays = t.stacks.capacity() * std::mem::size_of::<Arc<[usize]>>()
             + t.hashes.capacity() * 8
+            + t.labels.capacity() * 4
             + t.index.capacity() * 4
             + std::mem::size_of::<Inner>();
         let stacks: usize = t.stacks.iter().map(|s| 16 + s.len() * 8).sum();
@@ -267,6 +320,7 @@ mod tests {
     fn fresh() -> Inner {
         Inner {
             stacks: Vec::new(),
+            labels: Vec::new(),
             hashes: Vec::new(),
             index: Vec::new(),
             folded: [0; HLL_M],
@@ -278,7 +332,7 @@ mod tests {
     fn interns_up_to_the_cap_then_folds() {
         let mut t = fresh();
         for i in 0..100usize {
-            let id = t.intern(&[i, 7], i as u64 * 31, 50);
+            let id = t.intern(&[i, 7], 0, i as u64 * 31, 50);
             if i < 50 {
                 assert_eq!(id as usize, i + 1);
             } else {
@@ -286,7 +340,7 @@ mod tests {
             }
         }
         // Known stacks keep their ids after the cap.
-        assert_eq!(t.intern(&[3, 7], 3 * 31, 50), 4);
+        assert_eq!(t.intern(&[3, 7], 0, 3 * 31, 50), 4);
         assert_eq!(t.stacks.len(), 51);
         let est = t.folded_estimate();
         assert!((45..=55).contains(&est), "estimate {est} for 50 folded");
@@ -295,11 +349,27 @@ mod tests {
     #[test]
     fn same_hash_different_stacks_get_different_sites() {
         let mut t = fresh();
-        let a = t.intern(&[1, 2], 99, 10);
-        let b = t.intern(&[3, 4], 99, 10);
+        let a = t.intern(&[1, 2], 0, 99, 10);
+        let b = t.intern(&[3, 4], 0, 99, 10);
         assert_ne!(a, b);
-        assert_eq!(t.intern(&[1, 2], 99, 10), a);
-        assert_eq!(t.intern(&[3, 4], 99, 10), b);
+        assert_eq!(t.intern(&[1, 2], 0, 99, 10), a);
+        assert_eq!(t.intern(&[3, 4], 0, 99, 10), b);
+    }
+
+    #[test]
+    fn same_stack_different_labels_get_different_sites() {
+        let mut t = fresh();
+        let h = 1234;
+        let plain = t.intern(&[1, 2], 0, key_hash(h, 0), 10);
+        let a = t.intern(&[1, 2], 1, key_hash(h, 1), 10);
+        let b = t.intern(&[1, 2], 2, key_hash(h, 2), 10);
+        assert_ne!(plain, a);
+        assert_ne!(a, b);
+        assert_ne!(key_hash(h, 1), key_hash(h, 2));
+        assert_eq!(key_hash(h, 0), h | 1);
+        assert_eq!(t.intern(&[1, 2], 1, key_hash(h, 1), 10), a);
+        assert_eq!(t.labels[a as usize], 1);
+        assert_eq!(t.labels[b as usize], 2);
     }
 
     #[test]
@@ -315,7 +385,7 @@ mod tests {
     #[test]
     fn zero_cap_folds_everything() {
         let mut t = fresh();
-        assert_eq!(t.intern(&[1], 5, 0), 0);
+        assert_eq!(t.intern(&[1], 0, 5, 0), 0);
         assert_eq!(t.stacks.len(), 1);
         assert!(t.folded_estimate() >= 1);
     }

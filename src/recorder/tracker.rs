@@ -19,6 +19,15 @@ use super::stack::Unwinder;
 /// ```
 pub const DEFAULT_MAX_SITES: usize = 1 << 16;
 
+/// The default of [`Tracker::max_label_sets`]: 4,096 distinct label sets.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(leakscope::DEFAULT_MAX_LABEL_SETS, 4096);
+/// ```
+pub const DEFAULT_MAX_LABEL_SETS: usize = 4096;
+
 /// The largest value [`Tracker::max_sites`] takes (2^20); larger ones are
 /// clamped to it.
 ///
@@ -61,6 +70,7 @@ pub struct Tracker<A: GlobalAlloc = System> {
     interval: u64,
     unwinder: Unwinder,
     max_sites: u32,
+    max_label_sets: u32,
 }
 
 impl Tracker<System> {
@@ -96,6 +106,7 @@ impl<A: GlobalAlloc> Tracker<A> {
             interval: DEFAULT_SAMPLE_INTERVAL,
             unwinder: Unwinder::Backtrace,
             max_sites: DEFAULT_MAX_SITES as u32,
+            max_label_sets: DEFAULT_MAX_LABEL_SETS as u32,
         }
     }
 
@@ -166,12 +177,43 @@ impl<A: GlobalAlloc> Tracker<A> {
         self
     }
 
+    /// Caps the number of distinct label sets (see
+    /// [`with_labels`](crate::with_labels)) kept apart (default
+    /// [`DEFAULT_MAX_LABEL_SETS`], 4,096).
+    ///
+    /// Label sets are interned for the life of the process, like sites.
+    /// Once `n` distinct sets exist, every new one is replaced by a single
+    /// overflow set, the one label `leakscope=other`, so a label taken from
+    /// unbounded input (a request id) cannot grow the tracker without end;
+    /// sets met before the cap keep their own ids. `0` is taken as `1`.
+    /// The cap reaches the interner with the tracker's first recorded
+    /// allocation (the default applies before that).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[global_allocator]
+    /// static GLOBAL: leakscope::Tracker = leakscope::Tracker::system().max_label_sets(256);
+    /// # fn main() {}
+    /// ```
+    pub const fn max_label_sets(mut self, n: usize) -> Self {
+        self.max_label_sets = if n == 0 {
+            1
+        } else if n > u32::MAX as usize / 2 {
+            u32::MAX / 2
+        } else {
+            n as u32
+        };
+        self
+    }
+
     /// The recorded path's configuration.
     #[inline(always)]
     fn how(&self) -> Recording {
         Recording {
             unwinder: self.unwinder,
             max_sites: self.max_sites,
+            max_label_sets: self.max_label_sets,
         }
     }
 

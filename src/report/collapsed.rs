@@ -19,6 +19,29 @@ pub(crate) fn fold(frames: &[Frame]) -> String {
     fold_names(frames.iter().map(Frame::function))
 }
 
+/// [`fold`] with the site's labels as root frames, `key=value` each, in key
+/// order: `tenant=a;route=/x;main;...`, so a flame graph splits by label
+/// first (same escaping as the frames).
+pub(crate) fn fold_labelled(labels: &[(String, String)], frames: &[Frame]) -> String {
+    let mut out = String::new();
+    for (k, v) in labels {
+        push_escaped(&mut out, k);
+        out.push('=');
+        push_escaped(&mut out, v);
+        out.push(';');
+    }
+    out.push_str(&fold(frames));
+    out
+}
+
+fn push_escaped(out: &mut String, name: &str) {
+    out.extend(name.chars().map(|c| match c {
+        ';' => ',',
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
+}
+
 /// [`fold`] on names given innermost first.
 fn fold_names<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> String {
     let mut out = String::new();
@@ -26,11 +49,7 @@ fn fold_names<'a>(names: impl DoubleEndedIterator<Item = &'a str>) -> String {
         if i > 0 {
             out.push(';');
         }
-        out.extend(name.chars().map(|c| match c {
-            ';' => ',',
-            '\n' | '\r' => ' ',
-            c => c,
-        }));
+        push_escaped(&mut out, name);
     }
     if out.is_empty() {
         out.push_str("[unknown]");
@@ -48,7 +67,7 @@ pub(crate) fn lines(rows: impl Iterator<Item = Row>) -> BTreeMap<String, u64> {
     for r in rows {
         if let Ok(bytes) = u64::try_from(r.inuse_space) {
             if bytes > 0 {
-                *out.entry(fold(&r.frames)).or_default() += bytes;
+                *out.entry(fold_labelled(&r.labels, &r.frames)).or_default() += bytes;
             }
         }
     }
@@ -77,7 +96,10 @@ impl Snapshot {
     /// Frames are function names, inlined frames included, standard-library
     /// frames kept. Sites with no live bytes are left out, so the values add
     /// up to [`Snapshot::live_bytes`]. A `;` inside a function name is written
-    /// as `,`, because `;` separates frames.
+    /// as `,`, because `;` separates frames. A labelled site (see
+    /// [`with_labels`](crate::with_labels)) starts with its labels as root
+    /// frames, `tenant=a;route=/x;main;...`, so a flame graph of it splits
+    /// by label first.
     ///
     /// # Errors
     ///
@@ -137,5 +159,10 @@ mod tests {
             "outer;inner<[u8, 4]>"
         );
         assert_eq!(fold_names(["a\nb"].into_iter()), "a b");
+        let labels = [
+            ("route".to_string(), "/x;y".to_string()),
+            ("tenant".to_string(), "a".to_string()),
+        ];
+        assert_eq!(fold_labelled(&labels, &[]), "route=/x,y;tenant=a;[unknown]");
     }
 }

@@ -41,7 +41,7 @@ struct SnapshotTotals {
 }
 
 #[derive(Serialize)]
-struct SiteJson {
+struct SiteJson<'a> {
     id: u32,
     live_bytes: u64,
     live_allocs: u64,
@@ -49,6 +49,7 @@ struct SiteJson {
     total_allocs: u64,
     /// `null` when the site holds no live recorded block.
     oldest_age_nanos: Option<u64>,
+    labels: LabelsJson<'a>,
     frames: FramesJson,
 }
 
@@ -74,7 +75,7 @@ struct DiffTotals {
 }
 
 #[derive(Serialize)]
-struct SiteDeltaJson {
+struct SiteDeltaJson<'a> {
     id: u32,
     live_bytes_delta: i64,
     live_allocs_delta: i64,
@@ -82,6 +83,7 @@ struct SiteDeltaJson {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
+    labels: LabelsJson<'a>,
     frames: FramesJson,
 }
 
@@ -112,6 +114,7 @@ impl Serialize for SitesJson<'_> {
             total_bytes: s.total_bytes(),
             total_allocs: s.total_allocs(),
             oldest_age_nanos: s.oldest_age().map(duration_nanos),
+            labels: LabelsJson(s.labels()),
             frames: FramesJson(s.stack().frames_once()),
         }))
     }
@@ -130,8 +133,18 @@ impl Serialize for SiteDeltasJson<'_> {
             total_allocs_delta: d.total_allocs_delta(),
             live_bytes: d.live_bytes(),
             live_allocs: d.live_allocs(),
+            labels: LabelsJson(d.labels()),
             frames: FramesJson(d.stack().frames_once()),
         }))
+    }
+}
+
+/// A site's labels, as one JSON object (keys are unique and sorted).
+struct LabelsJson<'a>(&'a [(String, String)]);
+
+impl Serialize for LabelsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
     }
 }
 
@@ -193,6 +206,7 @@ impl Snapshot {
     ///   "sites": [                    largest live_bytes first
     ///     { "id": u32, "live_bytes", "live_allocs", "total_bytes", "total_allocs": u64,
     ///       "oldest_age_nanos": u64 or null,    age of the oldest live block
+    ///       "labels": { string: string },       the site's labels ({} if none)
     ///       "frames": [               innermost first, inlined frames expanded
     ///         { "function": string, "file": string or null, "line": u32 or null,
     ///           "address": "0x…" (the return address, hex),
@@ -247,7 +261,7 @@ impl Diff {
     ///
     /// Version 1 (`kind` `"diff"`); the fields shared with a snapshot
     /// (`format`, `version`, `time_unix_nanos`, `sample_interval`, `exact`,
-    /// `frames`) mean the same as in [`Snapshot::write_json`]:
+    /// `labels`, `frames`) mean the same as in [`Snapshot::write_json`]:
     ///
     /// ```text
     /// {
@@ -262,7 +276,7 @@ impl Diff {
     ///       "live_bytes_delta", "live_allocs_delta": i64,   negative when it shrank
     ///       "total_bytes_delta", "total_allocs_delta": i64, allocated in between
     ///       "live_bytes", "live_allocs": u64,               in the later snapshot
-    ///       "frames": [ ... ] }
+    ///       "labels": { ... }, "frames": [ ... ] }
     ///   ]
     /// }
     /// ```

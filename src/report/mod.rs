@@ -37,6 +37,8 @@ pub(crate) struct Row {
     /// otherwise symbolized for this row only and dropped after it (an
     /// export goes through every site once and must not keep them all).
     pub(crate) frames: Arc<[Frame]>,
+    /// The site's labels, sorted by key (empty when unlabelled).
+    pub(crate) labels: Arc<[(String, String)]>,
     /// Allocations made (`alloc_objects`).
     pub(crate) alloc_objects: i64,
     /// Bytes allocated (`alloc_space`).
@@ -58,6 +60,7 @@ impl Snapshot {
         self.sites().iter().map(|s| Row {
             id: s.id(),
             frames: s.stack().frames_once(),
+            labels: s.stack().labels_shared(),
             alloc_objects: clamp(s.total_allocs()),
             alloc_space: clamp(s.total_bytes()),
             inuse_objects: clamp(s.live_allocs()),
@@ -72,6 +75,7 @@ impl Diff {
         self.sites().iter().map(|d| Row {
             id: d.id(),
             frames: d.stack().frames_once(),
+            labels: d.stack().labels_shared(),
             alloc_objects: d.total_allocs_delta(),
             alloc_space: d.total_bytes_delta(),
             inuse_objects: d.live_allocs_delta(),

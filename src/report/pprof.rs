@@ -411,6 +411,21 @@ impl Builder {
             }
         }
         let site = self.string("site");
+        // The site id, to match a pprof sample to the text report; then the
+        // site's labels as string labels (`go tool pprof -tags`,
+        // `-tagfocus=tenant=a`).
+        let mut label = vec![proto::Label {
+            key: site,
+            num: i64::from(row.id),
+            ..Default::default()
+        }];
+        for (k, v) in row.labels.iter() {
+            label.push(proto::Label {
+                key: self.string(k),
+                str: self.string(v),
+                ..Default::default()
+            });
+        }
         self.profile.sample.push(proto::Sample {
             location_id,
             value: vec![
@@ -419,12 +434,7 @@ impl Builder {
                 row.inuse_objects,
                 row.inuse_space,
             ],
-            // The site id, to match a pprof sample to the text report.
-            label: vec![proto::Label {
-                key: site,
-                num: i64::from(row.id),
-                ..Default::default()
-            }],
+            label,
         });
     }
 }
@@ -491,7 +501,10 @@ impl Snapshot {
     /// Sample types, in Go's order: `alloc_objects/count`,
     /// `alloc_space/bytes`, `inuse_objects/count`, `inuse_space/bytes`
     /// (pprof shows the last by default); period type `space/bytes`, period
-    /// the sample interval. One sample per site, labelled `site` with its id.
+    /// the sample interval. One sample per site, labelled `site` with its id
+    /// and with the site's labels (see [`with_labels`](crate::with_labels))
+    /// as string labels, so `go tool pprof -tags` lists them and
+    /// `-tagfocus=tenant=a` keeps one tenant.
     ///
     /// Every frame the process could symbolize carries its function name,
     /// file, line and inlined frames, so pprof needs no access to the binary.

@@ -1,0 +1,56 @@
+//! Context labels: which tenant, route or task an allocation was made for.
+//!
+//! A label set is interned once (`profile::labels`) into a small id; the
+//! thread's current id lives in the recorder's thread-local state, and the
+//! recorder keys each site by (stack, label set id), reading the id only
+//! when an allocation is recorded. Setting labels is a thread-local store
+//! (plus, for a set this thread never used, one lock).
+
+mod future;
+#[cfg(feature = "tracing")]
+pub(crate) mod layer;
+
+pub use future::{Labeled, WithLabels};
+
+use crate::profile::labels;
+use crate::recorder;
+
+/// Runs `f` with `labels` added to this thread's labels: allocations
+/// recorded while it runs carry them, and so do their frees, whichever
+/// thread frees (a block is charged to the site that allocated it).
+///
+/// Nested calls add to the outer set; a key already set takes the inner
+/// value. The outer set is restored when `f` returns or panics. Threads do
+/// not inherit labels: a thread spawned inside `f` starts unlabelled, and
+/// an async task keeps its labels across threads with
+/// [`WithLabels::with_labels`].
+///
+/// The labels of a site are [`Site::labels`](crate::Site::labels), the
+/// memory per value is [`Snapshot::by_label`](crate::Snapshot::by_label),
+/// and every export carries them (pprof sample labels, JSON, collapsed
+/// stacks and flame graphs as root frames, Prometheus). Distinct label
+/// sets are bounded by [`Tracker::max_label_sets`](crate::Tracker::max_label_sets).
+///
+/// # Examples
+///
+/// ```
+/// let cache: Vec<u8> = leakscope::with_labels(&[("tenant", "a")], || {
+///     leakscope::with_labels(&[("route", "/upload")], || vec![0; 4096]) // tenant=a, route=/upload
+/// });
+/// # drop(cache);
+/// ```
+pub fn with_labels<R>(labels: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
+    let id = labels::intern(labels, recorder::current_labels());
+    let _restore = Restore(recorder::swap_labels(id));
+    f()
+}
+
+/// Puts a thread's previous label set id back when dropped (on return and
+/// on unwind alike).
+pub(crate) struct Restore(pub(crate) u32);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        recorder::swap_labels(self.0);
+    }
+}
