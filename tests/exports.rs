@@ -5,6 +5,8 @@
 
 #![cfg(all(feature = "pprof", feature = "flamegraph", feature = "json"))]
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -113,33 +115,9 @@ fn temp_path(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// Runs `go tool pprof ARGS FILE`; fails the test (never skips it) when Go
-/// is not installed.
+/// `go tool pprof ARGS FILE` (see `common::go`).
 fn pprof(args: &[&str], file: &Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(file)
-        // pprof must not go looking for binaries or a symbolization server.
-        .env("PPROF_BINARY_PATH", "/nonexistent")
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "`go` is not on PATH: these tests check the pprof output with `go tool pprof`. \
-             Install Go (Debian/Ubuntu: `apt-get install -y golang-go`) and run them again."
-        ),
-        Err(e) => panic!("could not run `go tool pprof`: {e}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::go::pprof_file(args, file)
 }
 
 /// The rows of `go tool pprof -top -unit=B`: (flat bytes, function).

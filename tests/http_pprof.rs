@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::io;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -45,32 +43,10 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `go tool pprof ARGS`; fails (never skips) without Go.
+/// `go tool pprof ARGS` (see `common::go`).
 fn pprof(args: &[&str]) -> String {
     require("go", "golang-go");
-    let home = temp_dir("pprof-home");
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        // Where pprof saves what it fetched; and no local binaries to use.
-        .env("PPROF_TMPDIR", &home)
-        .env("PPROF_BINARY_PATH", "/nonexistent")
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            panic!("`go` is not on PATH: install golang-go (scripts/test.sh does)")
-        }
-        Err(e) => panic!("could not run go tool pprof: {e}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::go::pprof(args)
 }
 
 /// The function of each row of `go tool pprof -top`, in order.

@@ -6,11 +6,9 @@
 
 use std::hint::black_box;
 #[cfg(feature = "pprof")]
-use std::io;
 #[cfg(feature = "pprof")]
 use std::path::Path;
 #[cfg(feature = "pprof")]
-use std::process::Command;
 use std::sync::Mutex;
 
 mod common;
@@ -182,33 +180,10 @@ fn exports_carry_the_labels() {
     drop(kept);
 }
 
-/// Runs `go tool pprof ARGS FILE`; fails the test (never skips it) when Go
-/// is not installed.
+/// `go tool pprof ARGS FILE` (see `common::go`).
 #[cfg(feature = "pprof")]
 fn pprof(args: &[&str], file: &Path) -> String {
-    let out = Command::new("go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(file)
-        .env("PPROF_BINARY_PATH", "/nonexistent")
-        .env("PPROF_TMPDIR", std::env::temp_dir())
-        .output();
-    let out = match out {
-        Ok(out) => out,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
-            "`go` is not on PATH: this test checks pprof labels with `go tool pprof`. \
-             Install Go (Debian/Ubuntu: `apt-get install -y golang-go`) and run it again."
-        ),
-        Err(e) => panic!("could not run `go tool pprof`: {e}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "go tool pprof {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::go::pprof_file(args, file)
 }
 
 #[inline(never)]

@@ -1,6 +1,7 @@
 //! Helpers shared by the core tests.
 #![allow(dead_code)]
 
+pub mod go;
 pub mod http;
 
 use leakscope::{Site, Snapshot};
