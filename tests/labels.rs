@@ -6,9 +6,7 @@
 
 use std::hint::black_box;
 #[cfg(feature = "pprof")]
-#[cfg(feature = "pprof")]
 use std::path::Path;
-#[cfg(feature = "pprof")]
 use std::sync::Mutex;
 
 mod common;
