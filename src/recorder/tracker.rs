@@ -178,7 +178,7 @@ impl<A: GlobalAlloc> Tracker<A> {
     }
 
     /// Caps the number of distinct label sets (see
-    /// [`with_labels`](crate::with_labels)) kept apart (default
+    /// `leakscope::with_labels`) kept apart (default
     /// [`DEFAULT_MAX_LABEL_SETS`], 4,096).
     ///
     /// Label sets are interned for the life of the process, like sites.
