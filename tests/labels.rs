@@ -63,6 +63,9 @@ fn two_tenants_by_label_and_go_pprof_tags() {
     );
     let b = growth.iter().find(|(v, _)| v == "b");
     assert_eq!(b, Some(&("b".to_string(), 0)), "{growth:?}");
+    // The text report's stack header of the leaking site names its label.
+    let text = now.diff(&base).to_string();
+    assert!(text.contains(", tenant=a):"), "{text}");
 
     let live = now.by_label("tenant");
     // (Largest first: the unlabelled rest of the process may be larger.)

@@ -194,7 +194,7 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
         let _ = write!(
             h,
             r#"<tr><td>{}</td><td class="num growth">+{}</td><td class="num">{}/s</td><td class="num">{}</td></tr>"#,
-            site_cell(s.id(), s.frames()),
+            site_cell(s.id(), s.frames(), s.labels()),
             escape(&human(s.growth_bytes() as f64)),
             escape(&human(s.growth_rate())),
             escape(&human(s.live_bytes() as f64)),
@@ -295,7 +295,7 @@ fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
             h,
             r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             i + 1,
-            site_cell(s.id(), s.frames()),
+            site_cell(s.id(), s.frames(), s.labels()),
             escape(&human(s.live_bytes() as f64)),
             group(s.live_allocs()),
             escape(&human(s.total_bytes() as f64)),
@@ -305,7 +305,7 @@ fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
 }
 
 /// Owner, its `file:line`, and the stack (folded, then frame by frame).
-fn site_cell(id: u32, frames: &[Frame]) -> String {
+fn site_cell(id: u32, frames: &[Frame], labels: &[(String, String)]) -> String {
     let loc = owner_location(frames);
     let start = owner(frames)
         .and_then(|o| frames.iter().position(|f| std::ptr::eq(f, o)))
@@ -323,14 +323,18 @@ fn site_cell(id: u32, frames: &[Frame]) -> String {
             }
         }
     }
+    // The site's labels, when it has any: the same stack under two tenants
+    // is two sites, told apart here.
+    let labels: String = labels.iter().map(|(k, v)| format!(" · {k}={v}")).collect();
     format!(
-        r#"<div class="fn">{}</div><div class="loc">{} · site {id}</div><details><summary>stack ({} frames)</summary><pre class="folded">{}</pre><pre>{}</pre></details>"#,
+        r#"<div class="fn">{}</div><div class="loc">{} · site {id}{}</div><details><summary>stack ({} frames)</summary><pre class="folded">{}</pre><pre>{}</pre></details>"#,
         escape(&owner_name(frames)),
         escape(if loc.is_empty() {
             "no line tables"
         } else {
             &loc
         }),
+        escape(&labels),
         from_owner.len(),
         escape(&folded.join(";")),
         escape(&listed),

@@ -124,6 +124,12 @@ pub(crate) fn mode(interval: u64) -> String {
     }
 }
 
+/// `, tenant=a, route=/x` for a labelled site's stack header, `""` without
+/// labels (see `with_labels`).
+fn labels_suffix(labels: &[(String, String)]) -> String {
+    labels.iter().map(|(k, v)| format!(", {k}={v}")).collect()
+}
+
 /// Width of the function column: the longest name shown, within bounds (a
 /// long generic name pushes the location out rather than wrapping the table).
 fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
@@ -198,11 +204,12 @@ impl Snapshot {
         for (i, s) in top.iter().enumerate() {
             writeln!(
                 f,
-                "\n#{} {} live in {} allocations (site {}):",
+                "\n#{} {} live in {} allocations (site {}{}):",
                 i + 1,
                 human(s.live_bytes() as f64),
                 s.live_allocs(),
-                s.id()
+                s.id(),
+                labels_suffix(s.labels())
             )?;
             write_stack(f, s.frames(), f.alternate())?;
         }
@@ -266,11 +273,12 @@ impl Diff {
             let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
             writeln!(
                 f,
-                "\n#{} {s}{} live, {:+} allocations (site {}):",
+                "\n#{} {s}{} live, {:+} allocations (site {}{}):",
                 i + 1,
                 human(d.live_bytes_delta().unsigned_abs() as f64),
                 d.live_allocs_delta(),
-                d.id()
+                d.id(),
+                labels_suffix(d.labels())
             )?;
             write_stack(f, d.frames(), f.alternate())?;
         }
