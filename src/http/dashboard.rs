@@ -214,19 +214,10 @@ type LabelBytes = HashMap<(String, String), u64>;
 /// label key: the top `n` keys by live bytes, each with its top `n` values.
 /// Growth is since the previous view of the page.
 fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
-    let mut keys: Vec<(String, u64)> = Vec::new();
-    for s in snap.sites() {
-        for (k, _) in s.labels() {
-            match keys.iter_mut().find(|(key, _)| key == k) {
-                Some(e) => e.1 = e.1.saturating_add(s.live_bytes()),
-                None => keys.push((k.clone(), s.live_bytes())),
-            }
-        }
-    }
+    let keys = snap.label_keys();
     if keys.is_empty() {
         return;
     }
-    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut last = LAST_LABELS.lock().unwrap_or_else(|e| e.into_inner());
     let mut current = HashMap::new();
     let since = last

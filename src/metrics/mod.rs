@@ -196,16 +196,7 @@ pub(crate) fn render(
 /// bytes), its top `top_n` values by live bytes and `"other"` for the rest
 /// of that key's memory (memory without the key is in no series).
 fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<(String, Vec<(String, u64)>)> {
-    let mut keys: Vec<(String, u64)> = Vec::new();
-    for s in snap.sites() {
-        for (k, _) in s.labels() {
-            match keys.iter_mut().find(|(key, _)| key == k) {
-                Some(e) => e.1 = e.1.saturating_add(s.live_bytes()),
-                None => keys.push((k.clone(), s.live_bytes())),
-            }
-        }
-    }
-    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut keys = snap.label_keys();
     keys.truncate(top_n);
     keys.into_iter()
         .map(|(key, _)| {

@@ -212,6 +212,25 @@ fn is_tracker_path(file: &str) -> bool {
         })
 }
 
+/// A frame built by hand, for the query side's unit tests.
+#[cfg(test)]
+pub(super) fn test_frame(
+    function: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+    address: usize,
+) -> Frame {
+    Frame {
+        function: function.into(),
+        file: file.map(Into::into),
+        line,
+        address,
+        inlined: false,
+        key: 0,
+    }
+    .with_key()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,15 +261,7 @@ mod tests {
     }
 
     fn frame(function: &str, file: Option<&str>) -> Frame {
-        Frame {
-            function: function.into(),
-            file: file.map(Into::into),
-            line: file.map(|_| 1),
-            address: 0,
-            inlined: false,
-            key: 0,
-        }
-        .with_key()
+        test_frame(function, file, file.map(|_| 1), 0)
     }
 
     #[test]

@@ -165,17 +165,7 @@ pub(crate) fn overhead_bytes() -> u64 {
 mod tests {
     use super::*;
 
-    fn frame(function: &str, file: Option<&str>, line: Option<u32>, address: usize) -> Frame {
-        Frame {
-            function: function.into(),
-            file: file.map(Into::into),
-            line,
-            address,
-            inlined: false,
-            key: 0,
-        }
-        .with_key()
-    }
+    use super::super::frame::test_frame as frame;
 
     #[test]
     fn same_source_same_key_whatever_the_addresses() {

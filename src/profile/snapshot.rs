@@ -293,6 +293,23 @@ impl Snapshot {
         })
     }
 
+    /// Every label key of the snapshot's sites with the live bytes of the
+    /// sites that carry it, largest first (ties by key): what the dashboard
+    /// and the Prometheus series rank label keys by.
+    pub(crate) fn label_keys(&self) -> Vec<(String, u64)> {
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        for s in &self.sites {
+            for (k, _) in s.labels() {
+                match keys.iter_mut().find(|(key, _)| key == k) {
+                    Some(e) => e.1 = e.1.saturating_add(s.live_bytes),
+                    None => keys.push((k.clone(), s.live_bytes)),
+                }
+            }
+        }
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys
+    }
+
     /// The sample interval in force when the snapshot was taken (1 = exact).
     pub fn sample_interval(&self) -> u64 {
         self.sample_interval

@@ -436,15 +436,7 @@ mod tests {
     }
 
     fn frame(function: &str, file: Option<&str>) -> Frame {
-        Frame {
-            function: function.into(),
-            file: file.map(Into::into),
-            line: file.map(|_| 1),
-            address: 0,
-            inlined: false,
-            key: 0,
-        }
-        .with_key()
+        super::super::frame::test_frame(function, file, file.map(|_| 1), 0)
     }
 
     #[test]
