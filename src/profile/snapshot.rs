@@ -296,6 +296,7 @@ impl Snapshot {
     /// Every label key of the snapshot's sites with the live bytes of the
     /// sites that carry it, largest first (ties by key): what the dashboard
     /// and the Prometheus series rank label keys by.
+    #[cfg(feature = "metrics")]
     pub(crate) fn label_keys(&self) -> Vec<(String, u64)> {
         let mut keys: Vec<(String, u64)> = Vec::new();
         for s in &self.sites {
