@@ -23,7 +23,10 @@
 #
 # The `tracker_full*` variants run the growth monitor (10 s interval) and the
 # HTTP endpoint; the load generator asks the endpoint for /debug/pprof/heap
-# once, halfway through the measured requests, so its cost is in the figures.
+# once, halfway through the measured requests, so its cost (the first
+# symbolization of the process included) is in the figures. The
+# `tracker_full_idle*` rows run the same binary without asking: what the
+# monitor and a listening endpoint cost by themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,13 +38,15 @@ CALLGRIND=${CALLGRIND:-1}
 CG_REQUESTS=${CG_REQUESTS:-10000}
 CG_ROUNDS=${CG_ROUNDS:-3}
 WALL=${WALL:-1}
-VARIANTS=${VARIANTS:-"system tracker_off tracker_default tracker_full tracker_exact mimalloc tracker_default_mimalloc tracker_full_mimalloc"}
+VARIANTS=${VARIANTS:-"system tracker_off tracker_default tracker_full_idle tracker_full tracker_exact mimalloc tracker_default_mimalloc tracker_full_idle_mimalloc tracker_full_mimalloc"}
 PORT=${PORT:-18480}
 
 echo "building (release, the README's profile, no frame-pointer flag)..." >&2
 declare -A BIN
 builds=()
-for v in $VARIANTS load; do builds+=(--bench "svc_$v"); done
+# A variant's binary: `*_idle*` rows run the binary of the same name without it.
+bin_of() { echo "svc_${1/_idle/}"; }
+for v in $VARIANTS load; do builds+=(--bench "$(bin_of "$v")"); done
 while IFS= read -r exe; do
     name=$(basename "$exe")
     BIN[${name%-*}]=$exe
@@ -49,7 +54,7 @@ done < <(RUSTFLAGS="" cargo build --release --features http --target-dir target/
     "${builds[@]}" --message-format=json 2>/dev/null |
     grep -o '"executable":"[^"]*/svc_[^"]*"' | sed 's/.*"executable":"//; s/"$//')
 for v in $VARIANTS load; do
-    [ -n "${BIN[svc_$v]:-}" ] || { echo "no binary for svc_$v" >&2; exit 1; }
+    [ -n "${BIN[$(bin_of "$v")]:-}" ] || { echo "no binary for $(bin_of "$v")" >&2; exit 1; }
 done
 
 tmp=$(mktemp -d)
@@ -71,14 +76,14 @@ wait_listening() { # file pid
 }
 
 ask_url() { # variant admin_port
-    case $1 in *full*) echo "http://127.0.0.1:$2/debug/pprof/heap" ;; *) echo - ;; esac
+    case $1 in *idle*) echo - ;; *full*) echo "http://127.0.0.1:$2/debug/pprof/heap" ;; *) echo - ;; esac
 }
 
 # run VARIANT -> appends "rps cpu_us_per_request rss_kib" to $tmp/VARIANT
 run() {
     local v=$1 port=$PORT admin=$((PORT + 1))
     PORT=$((PORT + 2))
-    "${BIN[svc_$v]}" "$port" "$admin" > "$tmp/out" &
+    "${BIN[$(bin_of "$v")]}" "$port" "$admin" > "$tmp/out" &
     service_pid=$!
     wait_listening "$tmp/out" "$service_pid"
     local load
@@ -139,7 +144,7 @@ if [ "$CALLGRIND" = 1 ]; then
             echo "  callgrind $v $r/$CG_ROUNDS" >&2
             port=$PORT admin=$((PORT + 1))
             PORT=$((PORT + 2))
-            valgrind --tool=callgrind --callgrind-out-file=/dev/null "${BIN[svc_$v]}" "$port" "$admin" \
+            valgrind --tool=callgrind --callgrind-out-file=/dev/null "${BIN[$(bin_of "$v")]}" "$port" "$admin" \
                 > "$tmp/out" 2> "$tmp/cg" &
             service_pid=$!
             wait_listening "$tmp/out" "$service_pid"
