@@ -7,6 +7,7 @@ mod diff;
 mod frame;
 pub(crate) mod labels;
 mod merge;
+mod names;
 mod notes;
 mod site;
 mod snapshot;

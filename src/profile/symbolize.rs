@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
+use super::names::{is_short, name_frames, refine_symbol};
 use crate::recorder::{Guard, OTHER_FRAME, SpinLock};
 
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
@@ -194,24 +195,25 @@ fn resolve_frames(addr: usize) -> Arc<[Frame]> {
         // last path segment, the symbol table has the full name.
         if is_short(&last.function) {
             if let Some(full) = full_name(addr.saturating_sub(1)) {
-                last.function = full.into();
+                last.function = refine_symbol(&full, &last.function).into();
             }
         }
     }
     out.into_iter().map(Frame::with_key).collect()
 }
 
-/// A name without a module path (`generate_string`, `new<T>`), as debug
-/// info with line tables only gives them.
-fn is_short(name: &str) -> bool {
-    let head = name.split('<').next().unwrap_or(name);
-    !head.contains("::") && !name.starts_with('<') && !name.starts_with("0x")
-}
-
 /// The symbol table's name for `addr` (see `symtab`); none off Linux.
 fn full_name(addr: usize) -> Option<String> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return super::symtab::full_name(addr);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return None;
+}
+
+/// The symbol table's one path for functions named `last` (see `symtab`).
+fn symbol_path(last: &str, addr: usize) -> Option<String> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return super::symtab::path_of(last, addr.saturating_sub(1));
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     return None;
 }
@@ -297,6 +299,9 @@ pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
             frames.extend(frames_of(a).iter().cloned());
         }
         trim(&mut frames);
+        if frames.iter().any(|f| is_short(&f.function)) {
+            with_cache(|_| name_frames(&mut frames, &mut symbol_path));
+        }
         frames.into()
     })
 }

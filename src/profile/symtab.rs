@@ -20,12 +20,56 @@ use std::sync::{Arc, Mutex};
 
 use object::read::ReadCache;
 use object::{Object, ObjectSymbol, SymbolKind};
+use once_cell::sync::OnceCell;
 
 /// One binary's functions, sorted by address: `(start, size, name)`, with
 /// addresses as the file's virtual addresses (before the load bias).
 struct Table {
     functions: Vec<(u64, u64, Box<str>)>,
     bytes: usize,
+    /// Last path segment -> the one path that every function of that name
+    /// has (`(index into functions, length of its path)`), or `AMBIGUOUS`.
+    /// Built when first asked (see `path_of`).
+    paths: OnceCell<HashMap<Box<str>, (u32, u32)>>,
+}
+
+const AMBIGUOUS: u32 = u32::MAX;
+
+impl Table {
+    fn paths(&self) -> &HashMap<Box<str>, (u32, u32)> {
+        self.paths.get_or_init(|| {
+            let mut paths: HashMap<Box<str>, (u32, u32)> = HashMap::new();
+            for (i, (_, _, name)) in self.functions.iter().enumerate() {
+                let Some((path, last)) = split_last(name) else {
+                    continue;
+                };
+                let entry = paths
+                    .entry(last.into())
+                    .or_insert((i as u32, path.len() as u32));
+                if entry.0 != AMBIGUOUS {
+                    let (j, len) = *entry;
+                    if self.functions[j as usize].2[..len as usize] != *path {
+                        *entry = (AMBIGUOUS, 0);
+                    }
+                }
+            }
+            paths
+        })
+    }
+}
+
+/// `a::b::<T>::f` -> `("a::b::<T>", "f")`; a trailing `::<...>` (the
+/// generic arguments of v0-mangled names) is dropped first.
+fn split_last(name: &str) -> Option<(&str, &str)> {
+    let mut name = name;
+    if name.ends_with('>') {
+        if let Some(i) = name.rfind("::<") {
+            name = &name[..i];
+        }
+    }
+    let (path, last) = name.rsplit_once("::")?;
+    (!path.is_empty() && !last.is_empty() && !last.contains(['<', '>', ' ']))
+        .then_some((path, last))
 }
 
 /// Per binary path: its table, or `None` if it has no symbols (stripped) or
@@ -37,15 +81,7 @@ static TABLES: Mutex<Option<HashMap<String, Option<Arc<Table>>>>> = Mutex::new(N
 /// The demangled full name (without the hash) of the function containing
 /// `addr`, from the symbol table of the binary it lies in.
 pub(super) fn full_name(addr: usize) -> Option<String> {
-    let (path, bias) = object_of(addr)?;
-    let table = {
-        let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-        let tables = tables.get_or_insert_with(HashMap::new);
-        tables
-            .entry(path.clone())
-            .or_insert_with(|| read_table(&path).map(Arc::new))
-            .clone()?
-    };
+    let (table, bias) = table_of(addr)?;
     let vaddr = (addr as u64).checked_sub(bias)?;
     let i = table
         .functions
@@ -55,11 +91,41 @@ pub(super) fn full_name(addr: usize) -> Option<String> {
     (vaddr < start.saturating_add(*size)).then(|| name.to_string())
 }
 
+/// The path of every function named `last` in the symbol table of the
+/// binary `addr` lies in (`from_elem` -> `alloc::vec`), if they all have the
+/// same one.
+pub(super) fn path_of(last: &str, addr: usize) -> Option<String> {
+    let table = table_of(addr)?.0;
+    let &(i, len) = table.paths().get(last)?;
+    (i != AMBIGUOUS).then(|| table.functions[i as usize].2[..len as usize].to_string())
+}
+
+fn table_of(addr: usize) -> Option<(Arc<Table>, u64)> {
+    let (path, bias) = object_of(addr)?;
+    let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
+    let tables = tables.get_or_insert_with(HashMap::new);
+    let table = tables
+        .entry(path.clone())
+        .or_insert_with(|| read_table(&path).map(Arc::new))
+        .clone()?;
+    Some((table, bias))
+}
+
 /// Bytes held by the tables read so far.
 pub(super) fn overhead_bytes() -> u64 {
     let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     tables.as_ref().map_or(0, |t| {
-        t.values().flatten().map(|t| t.bytes as u64).sum::<u64>()
+        t.values()
+            .flatten()
+            .map(|t| {
+                let index = t.paths.get().map_or(0, |p| {
+                    // Key, value, a hash byte and a share of empty slots.
+                    p.capacity() * (std::mem::size_of::<(Box<str>, (u32, u32))>() + 1)
+                        + p.keys().map(|k| k.len()).sum::<usize>()
+                });
+                (t.bytes + index) as u64
+            })
+            .sum::<u64>()
     })
 }
 
@@ -82,7 +148,11 @@ fn read_table(path: &str) -> Option<Table> {
     functions.sort_unstable_by_key(|f| f.0);
     let bytes = functions.capacity() * std::mem::size_of::<(u64, u64, Box<str>)>()
         + functions.iter().map(|f| f.2.len()).sum::<usize>();
-    Some(Table { functions, bytes })
+    Some(Table {
+        functions,
+        bytes,
+        paths: OnceCell::new(),
+    })
 }
 
 /// The loaded object containing `addr`: its path and load bias.
