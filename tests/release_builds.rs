@@ -129,6 +129,23 @@ fn main_mapping(profile: &Path) -> String {
         .to_string()
 }
 
+/// The file offset of an ELF file's executable `PT_LOAD` segment.
+fn code_segment_offset(path: &Path) -> u64 {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = ElfFile64::<object::Endianness>::parse(&*data)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let endian = file.endian();
+    file.elf_program_headers()
+        .iter()
+        .find(|ph| {
+            ph.p_type(endian) == object::elf::PT_LOAD
+                && ph.p_flags(endian).contains(object::elf::PF_X)
+        })
+        .map(|ph| ph.p_offset(endian))
+        .unwrap_or_else(|| panic!("{} has no code segment", path.display()))
+}
+
 /// The GNU build id of an ELF file, and whether it has a symbol table.
 fn build_id_and_symtab(path: &Path) -> (Vec<u8>, bool) {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -208,6 +225,17 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
              binutils (Debian/Ubuntu: `apt-get install -y binutils`) and run it again."
         ),
     }
+    // Linked as users link: the toolchain's default linker (rust-lld on
+    // x86-64 Linux) starts the code segment mid-page, right after the
+    // read-only data, which is what pprof's base address computations
+    // must get right from the profile's mapping (see `report/maps.rs`).
+    let code = code_segment_offset(binary);
+    assert_ne!(
+        code % 4096,
+        0,
+        "the code segment is page-aligned (offset {code:#x}): this test is meant for the \
+         default linker's layout, where it is not"
+    );
     let (id, symtab) = build_id_and_symtab(binary);
     let (stripped_id, stripped_symtab) = build_id_and_symtab(&stripped);
     assert_eq!(stripped_id, id, "objcopy changed the build id");

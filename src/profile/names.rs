@@ -193,7 +193,13 @@ pub(super) fn name_frames(
 ) {
     // Outermost first, so a frame's enclosing frames already have theirs.
     for i in (0..frames.len()).rev() {
-        if !is_short(&frames[i].function) {
+        // Only Rust's frames: C's functions (libc's `__libc_start_main`)
+        // have no paths to find.
+        let rust = frames[i]
+            .file
+            .as_deref()
+            .is_some_and(|f| f.ends_with(".rs"));
+        if !rust || !is_short(&frames[i].function) {
             continue;
         }
         let name = full_name(&frames[i], &frames[i + 1..], frames, symbol_path);
@@ -327,6 +333,17 @@ mod tests {
                 "app::main",
             ]
         );
+        // C's functions keep their names.
+        let mut c = [
+            test_frame(
+                "__libc_start_call_main",
+                Some("./csu/libc-start.c"),
+                Some(1),
+                1,
+            ),
+            frame("app::main", APP),
+        ];
+        assert_eq!(names(&mut c, &[])[0], "__libc_start_call_main");
         // Named frames are not named again.
         assert!(got.iter().all(|n| !is_short(n)), "{got:?}");
     }

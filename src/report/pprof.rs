@@ -16,7 +16,7 @@ use prost::Message;
 use super::text::{mode, process_notes};
 use std::time::SystemTime;
 
-use super::maps::{Mapped, build_id, read_maps};
+use super::maps::{ElfInfo, Mapped, elf_info, read_maps};
 use super::{Row, elapsed, unix_nanos};
 use crate::profile::{Diff, Snapshot};
 use crate::profile::{Frame, owner};
@@ -262,12 +262,12 @@ impl Builder {
         let maps = std::mem::take(&mut self.maps);
         // Several mappings of one file (its text and, say, a relro part)
         // share one build id: read each file once.
-        let mut ids: HashMap<&str, Option<String>> = HashMap::new();
+        let mut infos: HashMap<&str, ElfInfo> = HashMap::new();
+        let mut placed = Vec::with_capacity(maps.len());
         for (i, m) in maps.iter().enumerate() {
-            let id = ids
-                .entry(&m.path)
-                .or_insert_with(|| build_id(&m.path))
-                .clone();
+            let info = infos.entry(&m.path).or_insert_with(|| elf_info(&m.path));
+            let m = m.at_segment(&info.exec_offsets);
+            let id = info.build_id.clone();
             let mapping = proto::Mapping {
                 id: i as u64 + 1,
                 memory_start: m.start,
@@ -279,8 +279,10 @@ impl Builder {
                 ..Default::default()
             };
             self.profile.mapping.push(mapping);
+            placed.push(m);
         }
-        self.maps = maps;
+        // Locations are placed in the mappings as written.
+        self.maps = placed;
         self.symbolized = vec![None; self.profile.mapping.len()];
     }
 
