@@ -3,7 +3,9 @@
 //! `debug = "line-tables-only"`, **without frame pointers** (while this
 //! repository's `.cargo/config.toml` turns them on), run as built and as a
 //! stripped copy. It leaks a known number of bytes in `leak_here`, in exact
-//! mode with `Unwinder::FramePointers`, and prints its reports.
+//! mode with `Unwinder::FramePointers`, and prints its reports. Its second
+//! binary, `named`, leaks in closures and an `async fn`, whose names the
+//! debug info gives without their paths.
 //!
 //! The fixture is built once per test binary (both tests wait for the same
 //! build) into `target/fixtures`, so later runs only rebuild what changed.
@@ -313,4 +315,76 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
     run(binary, &symbolized);
     let mapping = main_mapping(&symbolized);
     assert!(mapping.contains("[FN][FL]"), "{mapping}");
+}
+
+/// Whether a frame's name has a path: `a::b`, `<T as a::Tr>::f`, or a
+/// frame named by its enclosing function (`{closure#0} in a::f`).
+fn has_path(name: &str) -> bool {
+    let head = name.split('<').next().unwrap_or(name);
+    head.contains("::") || name.starts_with('<') || name.contains(" in ")
+}
+
+#[test]
+fn line_tables_only_names_closures_and_async_fns_with_their_paths() {
+    // The fixture's second binary (`src/bin/named.rs`), from the same build.
+    let binary = fixture().with_file_name("named");
+    let profile = target_dir().join("named.pb.gz");
+    let (stdout, _) = run(&binary, &profile);
+    println!("{stdout}");
+
+    // Each leak's owner, as the API names it, with its whole path.
+    let owners: Vec<(&str, i64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (owner, bytes) = l.strip_prefix("owner=")?.split_once("\tbytes=")?;
+            Some((owner, bytes.parse().ok()?))
+        })
+        .collect();
+    const MIB: i64 = 1 << 20;
+    for (owner, bytes) in [
+        ("named::tenants::remember::{closure#0}", MIB),
+        ("named::sessions::open::{closure#0}", 2 * MIB),
+        ("named::handler::handle_request::{async_fn#0}", 3 * MIB),
+    ] {
+        assert!(
+            owners.contains(&(owner, bytes)),
+            "no site of {bytes} bytes owned by {owner}: {owners:?}\n{stdout}"
+        );
+    }
+    // Every Rust frame of those stacks has a path (C's, such as libc's, have
+    // none to give).
+    for line in stdout.lines().filter_map(|l| l.strip_prefix("frame=")) {
+        let (name, file) = line.split_once('\t').unwrap_or((line, ""));
+        assert!(
+            !file.ends_with(".rs") || has_path(name),
+            "a frame without its path: {line}\n{stdout}"
+        );
+    }
+    // The text report too: no bare closure or coroutine name in it.
+    let report = &stdout[stdout.find("Heap: ").expect("no report")..];
+    for bare in [" {closure#", " {async_fn#", "({closure#"] {
+        assert!(!report.contains(bare), "{bare} in:\n{report}");
+    }
+
+    // pprof keeps the two closures apart: two functions, each with its bytes.
+    let top = go_pprof(&["-top".as_ref(), "-unit=B".as_ref(), profile.as_os_str()]);
+    println!("{top}");
+    for (function, bytes) in [
+        ("named::tenants::remember::{closure#0}", MIB),
+        ("named::sessions::open::{closure#0}", 2 * MIB),
+        ("named::handler::handle_request::{async_fn#0}", 3 * MIB),
+    ] {
+        let row = top
+            .lines()
+            .find(|l| l.contains(function))
+            .unwrap_or_else(|| panic!("no {function} row in:\n{top}"));
+        assert!(
+            row.split_whitespace().next() == Some(&format!("{bytes}B")),
+            "{function} does not hold {bytes} bytes flat:\n{top}"
+        );
+    }
+    assert!(
+        !top.lines().any(|l| l.trim_end().ends_with("  {closure#0}")),
+        "a bare closure in pprof:\n{top}"
+    );
 }
