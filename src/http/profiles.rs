@@ -93,6 +93,9 @@ pub(super) fn symbol_bytes(body: &[u8]) -> Response {
             let _ = writeln!(out, "{pc:#x} {name}");
         }
     }
+    // The debug info read for these addresses is not kept (see
+    // `profile::release_symbolizer`).
+    crate::profile::release_symbolizer();
     Response::ok("text/plain; charset=utf-8", out).with_header("X-Content-Type-Options", "nosniff")
 }
 

@@ -99,6 +99,9 @@ pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
                 (key_of(&symbolize(addrs), label), label)
             })
             .collect();
+        // The new stacks are symbolized (their frames cached per address):
+        // the debug info can go.
+        super::symbolize::release_symbolizer();
         with_symbol_lock(|| {
             let mut t = table();
             for (i, (key, label)) in fresh.into_iter().enumerate() {

@@ -25,4 +25,6 @@ pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;
 #[cfg(any(feature = "pprof", feature = "http"))]
+pub(crate) use symbolize::release_symbolizer;
+#[cfg(any(feature = "pprof", feature = "http"))]
 pub(crate) use symbolize::resolve_symbols;

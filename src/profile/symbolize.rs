@@ -121,8 +121,13 @@ mod fork {
     pub(super) fn install() {}
 }
 
+/// Set when `backtrace`'s symbolizer may hold parsed debug info (see
+/// [`release_symbolizer`]).
+static LOADED: AtomicBool = AtomicBool::new(false);
+
 /// Calls `f` for each symbol of `addr`. The caller holds the `SYMBOLS` lock.
 fn resolve(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+    LOADED.store(true, Relaxed);
     if FORKED.load(Relaxed) {
         // SAFETY: the unsynchronized resolver must not run concurrently
         // with another use of `backtrace`'s symbolizer. Ours are serialised
@@ -412,6 +417,49 @@ pub(crate) fn overhead_bytes() -> u64 {
 /// the guard (the symbolizer's caches are the tracker's memory).
 pub(crate) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
     Guard::run(|| with_cache(|_| resolve(addr, f)));
+}
+
+/// Gives back what symbolizing a batch of addresses made resident: called at
+/// the end of each batch (a snapshot's or summary's new stacks, a pprof
+/// export's linker names, the symbol service's request).
+///
+/// `backtrace` keeps the debug info of the last few binaries it read mapped
+/// and parsed, for good: measured on a 9 MiB release binary with line
+/// tables, about 50 MiB resident after the first snapshot, none of it the
+/// tracker's to count, and more in a large service. Resolved frames are
+/// cached per address (and counted in `tracker_bytes()`), so the parsed
+/// debug info is only needed while new addresses come in: it is dropped after
+/// each batch (`clear_symbol_cache`), and the allocator is asked to return
+/// the freed pages (`malloc_trim`: the debug info's parse tree is freed into
+/// the arena of whichever thread symbolized, often one of ours, where glibc
+/// would otherwise keep it). The price is parsing again for the next batch
+/// with new addresses: tens of milliseconds (BENCHMARKS.md).
+///
+/// Not in a forked child: `clear_symbol_cache` takes `backtrace`'s global
+/// lock, which a thread outside leakscope may have held at the fork, and
+/// the child's memory goes when it exits anyway.
+pub(crate) fn release_symbolizer() {
+    if FORKED.load(Relaxed) || !LOADED.swap(false, Relaxed) {
+        return;
+    }
+    Guard::run(|| {
+        // Under the symbol lock: no call of ours into the symbolizer runs
+        // meanwhile (one that started after the swap sets `LOADED` again
+        // and is released by its own batch's end).
+        with_cache(|_| backtrace::clear_symbol_cache());
+        trim_heap();
+    });
+}
+
+/// Returns the free pages of every malloc arena to the system (glibc only;
+/// other allocators give memory back on their own terms).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` has no preconditions; it takes each arena's
+    // lock itself, and we hold none of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Runs `f` holding the symbol lock (see [`Symbols`]): for the other

@@ -488,6 +488,8 @@ fn write_typed(
         b.sample(&row);
     }
     b.finish_mappings();
+    // The linker names above may have loaded debug info.
+    crate::profile::release_symbolizer();
     let bytes = b.profile.encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
     gz.write_all(&bytes)?;
