@@ -2,12 +2,12 @@
 //! build id of the file behind each, for pprof's mapping table: what lets a
 //! symbolizer that runs later (`go tool pprof <binary>`, Parca, Pyroscope
 //! with debuginfod) find the right binary and turn a frame's absolute address
-//! into an address in that file. Each mapping keeps the kernel's start,
-//! limit and file offset as they are: a symbolizer computes the file address
-//! from those and the file's program headers (the load bias is the same for
-//! a stripped copy and the file it was stripped from, which has the same
-//! layout), so a stripped process's addresses name functions in the
-//! unstripped file.
+//! into an address in that file. A symbolizer computes the load bias from a
+//! mapping's start, limit and file offset and the file's program headers
+//! (the bias is the same for a stripped copy and the file it was stripped
+//! from, which has the same layout), so a stripped process's addresses name
+//! functions in the unstripped file. Each mapping is the kernel's, moved up
+//! to where its code segment starts (see [`Mapped::at_segment`]).
 
 use std::fs::File;
 
