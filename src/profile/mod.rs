@@ -24,6 +24,8 @@ pub(crate) use frame::owner;
 pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;
+#[cfg(feature = "http")]
+pub(crate) use symbolize::function_at;
 #[cfg(any(feature = "pprof", feature = "http"))]
 pub(crate) use symbolize::release_symbolizer;
 #[cfg(any(feature = "pprof", feature = "http"))]

@@ -462,6 +462,24 @@ fn trim_heap() {
     }
 }
 
+/// The name of the real (outermost, not inlined) function at `addr`, a
+/// return address, as the frames name it (full path, from the symbol table
+/// where the debug info has only the last segment); `None` where nothing
+/// names it. From the cache if the address is in it, else resolved without
+/// adding it (the callers, such as the symbol service, ask for addresses
+/// from outside, which must not grow the cache).
+#[cfg(feature = "http")]
+pub(crate) fn function_at(addr: usize) -> Option<String> {
+    let frames = Guard::run(|| {
+        with_cache(|cache| match cache.get(&addr) {
+            Some(f) => f.clone(),
+            None => resolve_frames(addr),
+        })
+    });
+    let name = &frames.last()?.function;
+    (!name.starts_with("0x")).then(|| name.to_string())
+}
+
 /// Runs `f` holding the symbol lock (see [`Symbols`]): for the other
 /// query-side tables (`merge`, `symtab`), which are only ever locked under
 /// it, so their own mutexes are never contended and never held by another
