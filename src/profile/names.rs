@@ -74,60 +74,101 @@ pub(super) fn refine_symbol(symbol: &str, debug_name: &str) -> String {
     name
 }
 
-/// Every distinct path before `::{token}` in `name` (as generic
-/// arguments): `app::f` for `{closure_env#0}` in `g<(), app::f::{closure_env#0}>`.
-fn paths_before<'a>(name: &'a str, token: &str) -> Vec<&'a str> {
-    let needle = format!("::{token}");
-    let mut found: Vec<&str> = Vec::new();
-    for (i, _) in name.match_indices(&needle) {
-        let head = &name[..i];
-        let start = head
-            .rfind(|c: char| !(c.is_alphanumeric() || "_:{}#".contains(c)))
-            .map_or(0, |j| j + 1);
-        let path = &head[start..];
-        if !path.is_empty() && !path.starts_with(':') && !found.contains(&path) {
-            found.push(path);
-        }
-    }
-    found
+/// The closure and coroutine types a stack's frames name in their generic
+/// arguments (`app::f::{closure_env#0}` in `g<(), app::f::{closure_env#0}>`),
+/// collected in one pass over the names, so that naming a stack costs one
+/// scan of it however many frames need a name.
+struct Envs {
+    /// `(frame index, path, token)`: `(2, "app::f", "{closure_env#0}")`, in
+    /// frame order.
+    found: Vec<(usize, String, String)>,
 }
 
-/// The path of the closure or coroutine type `{kind_env#n}` that the
-/// frames outwards name in their generic arguments: from the nearest frame
-/// where one path fits, preferring (when the frame's source file is a known
-/// module) a path in that module, else one outside the standard library.
-fn env_path(kind: &str, n: &str, file: Option<&str>, outer: &[Frame]) -> Option<String> {
-    let env = format!("{{{kind}_env#{n}}}");
-    let module = file.and_then(module_of_file);
-    for f in outer {
-        let mut paths = paths_before(&f.function, &env);
-        match &module {
-            Some(m) => paths.retain(|p| p.starts_with(&format!("{m}::"))),
-            None => paths.retain(|p| !super::frame::is_std_name(p)),
-        }
-        if let [path] = paths[..] {
-            return Some(path.to_string());
-        }
-    }
-    None
-}
-
-/// The path of a function named `short` that the stack names in the path
-/// of a closure or coroutine type (`app::m::f::{closure_env#0}` -> `app::m`
-/// for `f`), when one path fits.
-fn path_from_envs(short: &str, frames: &[Frame]) -> Option<String> {
-    let token = format!("{short}::{{");
-    let mut found: Option<String> = None;
-    for f in frames {
-        for path in paths_before(&f.function, &token) {
-            match &found {
-                None => found = Some(path.to_string()),
-                Some(p) if p == path => {}
-                Some(_) => return None,
+impl Envs {
+    fn of(frames: &[Frame]) -> Envs {
+        let mut found = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            let name: &str = &f.function;
+            if !name.contains("_env#") {
+                continue;
+            }
+            for (at, _) in name.match_indices("::{") {
+                let rest = &name[at + 2..];
+                let Some(end) = rest.find('}') else { continue };
+                let token = &rest[..=end];
+                let is_env = anonymous(token).is_some_and(|(kind, _)| kind.ends_with("_env"));
+                if !is_env {
+                    continue;
+                }
+                let head = &name[..at];
+                let start = head
+                    .rfind(|c: char| !(c.is_alphanumeric() || "_:{}#".contains(c)))
+                    .map_or(0, |j| j + 1);
+                let path = &head[start..];
+                if !path.is_empty() && !path.starts_with(':') {
+                    found.push((i, path.to_string(), token.to_string()));
+                }
             }
         }
+        Envs { found }
     }
-    found
+
+    /// The path of the closure or coroutine type `{kind_env#n}` that the
+    /// frames outwards of frame `i` name: from the nearest frame where one
+    /// path fits, preferring (when the frame's source file is a known
+    /// module) a path in that module, else one outside the standard library.
+    fn type_path(&self, i: usize, kind: &str, n: &str, file: Option<&str>) -> Option<&str> {
+        let token = format!("{{{kind}_env#{n}}}");
+        let module = file.and_then(module_of_file).map(|m| format!("{m}::"));
+        let fits = |path: &str| match &module {
+            Some(m) => path.starts_with(m.as_str()),
+            None => !super::frame::is_std_name(path),
+        };
+        let mut frame = None;
+        let mut one: Option<&str> = None;
+        let mut ambiguous = false;
+        for (at, path, t) in self.found.iter().filter(|e| e.0 > i) {
+            if frame != Some(*at) {
+                if let (Some(p), false) = (one, ambiguous) {
+                    return Some(p);
+                }
+                frame = Some(*at);
+                one = None;
+                ambiguous = false;
+            }
+            if *t != token || !fits(path) {
+                continue;
+            }
+            match one {
+                None => one = Some(path),
+                Some(p) if p == path => {}
+                Some(_) => ambiguous = true,
+            }
+        }
+        one.filter(|_| !ambiguous)
+    }
+
+    /// The path of a function named `short` that the stack names in the
+    /// path of a closure or coroutine type (`app::m::f::{closure_env#0}` ->
+    /// `app::m` for `f`), when one path fits.
+    fn function_path(&self, short: &str) -> Option<String> {
+        let mut found: Option<String> = None;
+        for (_, path, _) in &self.found {
+            let segments: Vec<&str> = path.split("::").collect();
+            for j in 1..segments.len() {
+                if segments[j] != short {
+                    continue;
+                }
+                let prefix = segments[..j].join("::");
+                match &found {
+                    None => found = Some(prefix),
+                    Some(p) if *p == prefix => {}
+                    Some(_) => return None,
+                }
+            }
+        }
+        found
+    }
 }
 
 /// The module a source file is, for the standard library's sources and for
@@ -191,6 +232,7 @@ pub(super) fn name_frames(
     frames: &mut [Frame],
     symbol_path: &mut dyn FnMut(&str, usize) -> Option<String>,
 ) {
+    let envs = Envs::of(frames);
     // Outermost first, so a frame's enclosing frames already have theirs.
     for i in (0..frames.len()).rev() {
         // Only Rust's frames: C's functions (libc's `__libc_start_main`)
@@ -202,7 +244,7 @@ pub(super) fn name_frames(
         if !rust || !is_short(&frames[i].function) {
             continue;
         }
-        let name = full_name(&frames[i], &frames[i + 1..], frames, symbol_path);
+        let name = full_name(i, frames, &envs, symbol_path);
         if let Some(name) = name {
             let f = &mut frames[i];
             f.function = Arc::from(name);
@@ -212,11 +254,12 @@ pub(super) fn name_frames(
 }
 
 fn full_name(
-    frame: &Frame,
-    outer: &[Frame],
-    all: &[Frame],
+    i: usize,
+    frames: &[Frame],
+    envs: &Envs,
     symbol_path: &mut dyn FnMut(&str, usize) -> Option<String>,
 ) -> Option<String> {
+    let (frame, outer) = (&frames[i], &frames[i + 1..]);
     let name: &str = &frame.function;
     let short = base(name);
     let generics = &name[short.len()..];
@@ -228,7 +271,7 @@ fn full_name(
     };
     let enclosing = || outer.iter().find(|f| !is_short(&f.function));
     if let Some((kind, n)) = anonymous(short) {
-        if let Some(path) = env_path(kind, n, frame.file.as_deref(), outer) {
+        if let Some(path) = envs.type_path(i, kind, n, frame.file.as_deref()) {
             return Some(format!("{path}::{short}"));
         }
         if let Some(f) = same_file() {
@@ -236,7 +279,7 @@ fn full_name(
         }
         return enclosing().map(|f| format!("{short} in {}", base(&f.function)));
     }
-    if let Some(path) = path_from_envs(short, all) {
+    if let Some(path) = envs.function_path(short) {
         return Some(format!("{path}::{name}"));
     }
     if let Some(path) = symbol_path(short, frame.address) {
