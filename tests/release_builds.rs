@@ -352,6 +352,13 @@ fn line_tables_only_names_closures_and_async_fns_with_their_paths() {
             "no site of {bytes} bytes owned by {owner}: {owners:?}\n{stdout}"
         );
     }
+    // Symbolizing read and parsed the binary's debug info (about 50 MiB
+    // resident when kept); what stays is the frame cache and symbol tables.
+    let growth = value(&stdout, "rss_growth_kib");
+    assert!(
+        growth < 8 * 1024,
+        "the first snapshot left {growth} KiB more resident\n{stdout}"
+    );
     // Every Rust frame of those stacks has a path (C's, such as libc's, have
     // none to give).
     for line in stdout.lines().filter_map(|l| l.strip_prefix("frame=")) {
