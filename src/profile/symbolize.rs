@@ -303,10 +303,14 @@ pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
         for &a in addrs {
             frames.extend(frames_of(a).iter().cloned());
         }
-        trim(&mut frames);
+        // Named before trimming: a closure's type can be spelled out only
+        // by a frame that trimming drops (the thread entry below a spawned
+        // closure), and trimming then sees the names `debug = "limited"`
+        // would give.
         if frames.iter().any(|f| is_short(&f.function)) {
             with_cache(|_| name_frames(&mut frames, &mut symbol_path));
         }
+        trim(&mut frames);
         frames.into()
     })
 }
