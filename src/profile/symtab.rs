@@ -72,11 +72,29 @@ fn split_last(name: &str) -> Option<(&str, &str)> {
         .then_some((path, last))
 }
 
-/// Per binary path: its table, or `None` if it has no symbols (stripped) or
-/// could not be read. Locked only under the symbol lock (`full_name` runs
-/// while resolving an address; `overhead_bytes` is called under it), so the
-/// mutex is never contended and no other thread holds it at a fork.
-static TABLES: Mutex<Option<HashMap<String, Option<Arc<Table>>>>> = Mutex::new(None);
+/// The tables read, per binary path (`None`: no symbols, stripped, or
+/// unreadable), and the address ranges already looked up, each with its
+/// binary's table and load bias, so that a lookup does not ask the loader
+/// again (`dl_iterate_phdr` and, for the main program, its path from
+/// `/proc`). Naming the frames of a stack looks up several addresses.
+/// Locked only under the symbol lock (`full_name` and `path_of` run while
+/// resolving; `overhead_bytes` is called under it), so the mutex is never
+/// contended and no other thread holds it at a fork.
+#[derive(Default)]
+struct Tables {
+    by_path: HashMap<String, Option<Arc<Table>>>,
+    /// `(start, end, table, bias)` of each loaded segment looked up. A
+    /// library unloaded (`dlclose`) and another loaded at its addresses
+    /// would be named from the first one's table, as `backtrace`'s own
+    /// cache would.
+    ranges: Vec<(usize, usize, Option<Arc<Table>>, u64)>,
+}
+
+/// More ranges than any process has segments: past it, lookups go to the
+/// loader each time (and the list stops growing).
+const MAX_RANGES: usize = 4096;
+
+static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
 
 /// The demangled full name (without the hash) of the function containing
 /// `addr`, from the symbol table of the binary it lies in.
@@ -101,31 +119,42 @@ pub(super) fn path_of(last: &str, addr: usize) -> Option<String> {
 }
 
 fn table_of(addr: usize) -> Option<(Arc<Table>, u64)> {
-    let (path, bias) = object_of(addr)?;
     let mut tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
-    let tables = tables.get_or_insert_with(HashMap::new);
+    let tables = tables.get_or_insert_with(Tables::default);
+    if let Some((_, _, table, bias)) = tables.ranges.iter().find(|r| r.0 <= addr && addr < r.1) {
+        return Some((table.clone()?, *bias));
+    }
+    let (path, bias, start, end) = object_of(addr)?;
     let table = tables
+        .by_path
         .entry(path.clone())
         .or_insert_with(|| read_table(&path).map(Arc::new))
-        .clone()?;
-    Some((table, bias))
+        .clone();
+    if tables.ranges.len() < MAX_RANGES {
+        tables.ranges.push((start, end, table.clone(), bias));
+    }
+    Some((table?, bias))
 }
 
 /// Bytes held by the tables read so far.
 pub(super) fn overhead_bytes() -> u64 {
     let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner());
     tables.as_ref().map_or(0, |t| {
-        t.values()
-            .flatten()
-            .map(|t| {
-                let index = t.paths.get().map_or(0, |p| {
-                    // Key, value, a hash byte and a share of empty slots.
-                    p.capacity() * (std::mem::size_of::<(Box<str>, (u32, u32))>() + 1)
-                        + p.keys().map(|k| k.len()).sum::<usize>()
-                });
-                (t.bytes + index) as u64
-            })
-            .sum::<u64>()
+        let ranges =
+            t.ranges.capacity() * std::mem::size_of::<(usize, usize, Option<Arc<Table>>, u64)>();
+        ranges as u64
+            + t.by_path
+                .values()
+                .flatten()
+                .map(|t| {
+                    let index = t.paths.get().map_or(0, |p| {
+                        // Key, value, a hash byte and a share of empty slots.
+                        p.capacity() * (std::mem::size_of::<(Box<str>, (u32, u32))>() + 1)
+                            + p.keys().map(|k| k.len()).sum::<usize>()
+                    });
+                    (t.bytes + index) as u64
+                })
+                .sum::<u64>()
     })
 }
 
@@ -155,11 +184,12 @@ fn read_table(path: &str) -> Option<Table> {
     })
 }
 
-/// The loaded object containing `addr`: its path and load bias.
-fn object_of(addr: usize) -> Option<(String, u64)> {
+/// The loaded object containing `addr`: its path, its load bias, and the
+/// address range of the segment holding `addr`.
+fn object_of(addr: usize) -> Option<(String, u64, usize, usize)> {
     struct Search {
         addr: usize,
-        found: Option<(String, u64)>,
+        found: Option<(String, u64, usize, usize)>,
     }
 
     unsafe extern "C" fn visit(
@@ -179,15 +209,16 @@ fn object_of(addr: usize) -> Option<(String, u64)> {
             // `dlpi_phdr`, valid during the callback.
             unsafe { std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)) }
         };
-        let inside = phdrs.iter().any(|ph| {
+        let segment = phdrs.iter().find_map(|ph| {
             let start = bias.wrapping_add(ph.p_vaddr as usize);
-            ph.p_type == libc::PT_LOAD
+            let inside = ph.p_type == libc::PT_LOAD
                 && search.addr >= start
-                && search.addr - start < ph.p_memsz as usize
+                && search.addr - start < ph.p_memsz as usize;
+            inside.then(|| (start, start.saturating_add(ph.p_memsz as usize)))
         });
-        if !inside {
+        let Some((start, end)) = segment else {
             return 0;
-        }
+        };
         let name = if info.dlpi_name.is_null() {
             String::new()
         } else {
@@ -197,7 +228,7 @@ fn object_of(addr: usize) -> Option<(String, u64)> {
                 .to_string_lossy()
                 .into_owned()
         };
-        search.found = Some((name, bias as u64));
+        search.found = Some((name, bias as u64, start, end));
         1
     }
 
@@ -205,14 +236,14 @@ fn object_of(addr: usize) -> Option<(String, u64)> {
     // SAFETY: `visit` matches the callback type and only uses `data` as the
     // `Search` it points to, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(visit), &mut search as *mut Search as *mut libc::c_void) };
-    let (name, bias) = search.found?;
+    let (name, bias, start, end) = search.found?;
     // The main program has an empty name.
     let path = if name.is_empty() {
         std::env::current_exe().ok()?.display().to_string()
     } else {
         name
     };
-    Some((path, bias))
+    Some((path, bias, start, end))
 }
 
 #[cfg(test)]
