@@ -7,7 +7,12 @@
 //! ```sh
 //! cargo run --release --example symbolization_cost            # queried from main
 //! cargo run --release --example symbolization_cost -- thread  # from a thread of its own
+//! cargo run --release --features http --example symbolization_cost -- serve
 //! ```
+//!
+//! `serve` keeps churning and serves the endpoint on 127.0.0.1:6066, for
+//! `curl -w '%{time_total}' http://127.0.0.1:6066/debug/pprof/heap` and
+//! `grep VmRSS /proc/<pid>/status` from outside.
 //!
 //! Linux only (it reads `/proc/self/status`). Figures in BENCHMARKS.md.
 
@@ -71,6 +76,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = w.join();
     }
     println!("{:<24}             rss {:6} KiB", "before", rss_kib());
+    #[cfg(feature = "http")]
+    if std::env::args().nth(1).as_deref() == Some("serve") {
+        let _server = leakscope::http::serve("127.0.0.1:6066")?;
+        println!("serving on 127.0.0.1:6066, pid {}", std::process::id());
+        loop {
+            churn(20_000, &mut keep);
+            keep.truncate(1000);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
     if std::env::args().nth(1).as_deref() == Some("thread") {
         std::thread::spawn(|| -> Result<(), leakscope::Error> {
             query("first (own thread)")?;
