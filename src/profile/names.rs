@@ -16,11 +16,17 @@
 //!   nearest frame outwards in the same source file (the function it was
 //!   written in, when that function inlined it), and failing that after the
 //!   nearest named frame outwards at all (`{closure#0} in app::run`).
-//! - Any other function: the symbol table's path when exactly one function
-//!   of the binary has that last segment; else the module its source file
-//!   is (for the standard library and registry crates); else the module of
-//!   the nearest frame outwards in the same file; else, as above, `name in
-//!   enclosing::function`.
+//! - Any other function: the path the stack's closure types give it
+//!   (`app::tenants::remember::{closure_env#0}` names an inlined `remember`
+//!   `app::tenants::remember`); else the symbol table's, when every function
+//!   of the binary with that last segment has the same path; else the
+//!   module its source file is (the standard library, registry crates); else
+//!   the module of the nearest frame outwards in the same file; else, as
+//!   above, `name in enclosing::function`.
+//! - Only frames with a Rust source file: C's functions have no paths.
+//!
+//! Every stack is named whole, before it is trimmed: the frame that spells
+//! out a closure's type can be one that trimming drops (a thread's entry).
 
 use std::sync::Arc;
 
