@@ -99,9 +99,6 @@ pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
                 (key_of(&symbolize(addrs), label), label)
             })
             .collect();
-        // The new stacks are symbolized (their frames cached per address):
-        // the debug info can go.
-        super::symbolize::release_symbolizer();
         with_symbol_lock(|| {
             let mut t = table();
             for (i, (key, label)) in fresh.into_iter().enumerate() {
@@ -122,6 +119,9 @@ pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
             }
         });
     }
+    // Every stack is symbolized (frames cached per address): the debug info
+    // read for the new ones can go (see `release_symbolizer`).
+    super::symbolize::release_symbolizer();
     with_symbol_lock(|| {
         let t = table();
         Merged {

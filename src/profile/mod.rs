@@ -26,7 +26,7 @@ pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;
 #[cfg(feature = "http")]
 pub(crate) use symbolize::function_at;
-#[cfg(any(feature = "pprof", feature = "http"))]
+#[cfg(feature = "pprof")]
+pub(crate) use symbolize::linker_name;
+#[cfg(feature = "http")]
 pub(crate) use symbolize::release_symbolizer;
-#[cfg(any(feature = "pprof", feature = "http"))]
-pub(crate) use symbolize::resolve_symbols;

@@ -215,6 +215,25 @@ fn full_name(addr: usize) -> Option<String> {
     return None;
 }
 
+/// The linker's (mangled) name of a frame that the symbol table has: the
+/// real (not inlined) frame at `addr`, a return address, whose name the
+/// symbol table's gives (`function` starts with it demangled). For pprof's
+/// "system name"; from the table read for full names, so an export never
+/// loads the debug info for it. `None` off Linux.
+#[cfg(feature = "pprof")]
+pub(crate) fn linker_name(addr: usize, function: &str) -> Option<String> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return Guard::run(|| {
+        with_cache(|_| {
+            let raw = super::symtab::linker_name(addr.saturating_sub(1))?;
+            let demangled = format!("{:#}", rustc_demangle::demangle(&raw));
+            (function.starts_with(&demangled) && raw != function).then_some(raw)
+        })
+    });
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return None;
+}
+
 /// The symbol table's one path for functions named `last` (see `symtab`).
 fn symbol_path(last: &str, addr: usize) -> Option<String> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -419,13 +438,15 @@ pub(crate) fn overhead_bytes() -> u64 {
 /// symbolizer goes through here or `frames_of`, so none is ever cut in half
 /// by a fork, and a forked child can use the unsynchronized resolver. Under
 /// the guard (the symbolizer's caches are the tracker's memory).
-pub(crate) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+pub(super) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
     Guard::run(|| with_cache(|_| resolve(addr, f)));
 }
 
 /// Gives back what symbolizing a batch of addresses made resident: called at
-/// the end of each batch (a snapshot's or summary's new stacks, a pprof
-/// export's linker names, the symbol service's request).
+/// the end of each batch (every merge of raw stacks into sites, which every
+/// snapshot and monitor summary does; the symbol service's request; the
+/// probe for symbols). A pprof export needs no debug info: its linker names
+/// come from the symbol table.
 ///
 /// `backtrace` keeps the debug info of the last few binaries it read mapped
 /// and parsed, for good: measured on a 9 MiB release binary with line

@@ -23,7 +23,9 @@ use object::{Object, ObjectSymbol, SymbolKind};
 use once_cell::sync::OnceCell;
 
 /// One binary's functions, sorted by address: `(start, size, name)`, with
-/// addresses as the file's virtual addresses (before the load bias).
+/// addresses as the file's virtual addresses (before the load bias) and
+/// names as the linker's (mangled: pprof's "system name", and demangled on
+/// use, which is once per address).
 struct Table {
     functions: Vec<(u64, u64, Box<str>)>,
     bytes: usize,
@@ -36,10 +38,29 @@ struct Table {
 const AMBIGUOUS: u32 = u32::MAX;
 
 impl Table {
+    /// Function `i`'s demangled name, without the hash.
+    fn demangled(&self, i: usize) -> String {
+        format!("{:#}", rustc_demangle::demangle(&self.functions[i].2))
+    }
+
+    /// The index of the function containing `vaddr`.
+    fn function_at(&self, vaddr: u64) -> Option<usize> {
+        let i = self
+            .functions
+            .partition_point(|&(start, _, _)| start <= vaddr)
+            .checked_sub(1)?;
+        let (start, size, _) = &self.functions[i];
+        (vaddr < start.saturating_add(*size)).then_some(i)
+    }
+
     fn paths(&self) -> &HashMap<Box<str>, (u32, u32)> {
         self.paths.get_or_init(|| {
+            // Demangled once for the index, then dropped.
+            let names: Vec<String> = (0..self.functions.len())
+                .map(|i| self.demangled(i))
+                .collect();
             let mut paths: HashMap<Box<str>, (u32, u32)> = HashMap::new();
-            for (i, (_, _, name)) in self.functions.iter().enumerate() {
+            for (i, name) in names.iter().enumerate() {
                 let Some((path, last)) = split_last(name) else {
                     continue;
                 };
@@ -48,7 +69,7 @@ impl Table {
                     .or_insert((i as u32, path.len() as u32));
                 if entry.0 != AMBIGUOUS {
                     let (j, len) = *entry;
-                    if self.functions[j as usize].2[..len as usize] != *path {
+                    if names[j as usize][..len as usize] != *path {
                         *entry = (AMBIGUOUS, 0);
                     }
                 }
@@ -100,13 +121,16 @@ static TABLES: Mutex<Option<Tables>> = Mutex::new(None);
 /// `addr`, from the symbol table of the binary it lies in.
 pub(super) fn full_name(addr: usize) -> Option<String> {
     let (table, bias) = table_of(addr)?;
-    let vaddr = (addr as u64).checked_sub(bias)?;
-    let i = table
-        .functions
-        .partition_point(|&(start, _, _)| start <= vaddr)
-        .checked_sub(1)?;
-    let (start, size, name) = &table.functions[i];
-    (vaddr < start.saturating_add(*size)).then(|| name.to_string())
+    let i = table.function_at((addr as u64).checked_sub(bias)?)?;
+    Some(table.demangled(i))
+}
+
+/// The linker's (mangled) name of the function containing `addr`.
+#[cfg(feature = "pprof")]
+pub(super) fn linker_name(addr: usize) -> Option<String> {
+    let (table, bias) = table_of(addr)?;
+    let i = table.function_at((addr as u64).checked_sub(bias)?)?;
+    Some(table.functions[i].2.to_string())
 }
 
 /// The path of every function named `last` in the symbol table of the
@@ -115,7 +139,11 @@ pub(super) fn full_name(addr: usize) -> Option<String> {
 pub(super) fn path_of(last: &str, addr: usize) -> Option<String> {
     let table = table_of(addr)?.0;
     let &(i, len) = table.paths().get(last)?;
-    (i != AMBIGUOUS).then(|| table.functions[i as usize].2[..len as usize].to_string())
+    if i == AMBIGUOUS {
+        return None;
+    }
+    let name = table.demangled(i as usize);
+    name.get(..len as usize).map(str::to_string)
 }
 
 fn table_of(addr: usize) -> Option<(Arc<Table>, u64)> {
@@ -167,8 +195,7 @@ fn read_table(path: &str) -> Option<Table> {
         .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
         .filter_map(|s| {
             let raw = s.name().ok()?;
-            let name = format!("{:#}", rustc_demangle::demangle(raw));
-            Some((s.address(), s.size(), name.into_boxed_str()))
+            Some((s.address(), s.size(), raw.into()))
         })
         .collect();
     if functions.is_empty() {

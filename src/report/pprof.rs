@@ -177,8 +177,8 @@ struct Builder {
     /// By (name, system name, file): generic code has one linker symbol per
     /// instantiation, all with the same demangled name.
     functions: HashMap<(i64, i64, i64), u64>,
-    /// Per return address: (demangled name, linker symbol) of its frames.
-    linker_names: HashMap<usize, Vec<(String, String)>>,
+    /// Per return address: the linker symbol of its real frame, if any.
+    linker_names: HashMap<usize, Option<String>>,
     /// By (return address, frames kept at that address): the same address
     /// keeps fewer inlined lines where it is the leaf end of a stack.
     locations: HashMap<(usize, usize), u64>,
@@ -318,22 +318,17 @@ impl Builder {
     /// C++, cutting everything between `<` and `>`, so that
     /// `<Vec<T> as FromIterator<T>>::from_iter` would show as `::from_iter`.
     /// Without a linker name the system name stays empty, for that reason.
+    ///
+    /// Only real frames have one (an inlined function has no symbol of its
+    /// own), taken from the symbol table read for full names.
     fn linker_name(&mut self, f: &Frame) -> Option<String> {
-        let names = self.linker_names.entry(f.address()).or_insert_with(|| {
-            let mut names = Vec::new();
-            crate::profile::resolve_symbols(f.address(), &mut |sym| {
-                if let Some(name) = sym.name() {
-                    if let Some(raw) = name.as_str() {
-                        names.push((format!("{name:#}"), raw.to_string()));
-                    }
-                }
-            });
-            names
-        });
-        names
-            .iter()
-            .find(|(demangled, raw)| demangled == f.function() && raw != f.function())
-            .map(|(_, raw)| raw.clone())
+        if f.is_inlined() {
+            return None;
+        }
+        self.linker_names
+            .entry(f.address())
+            .or_insert_with(|| crate::profile::linker_name(f.address(), f.function()))
+            .clone()
     }
 
     fn function(&mut self, f: &Frame) -> u64 {
@@ -488,8 +483,6 @@ fn write_typed(
         b.sample(&row);
     }
     b.finish_mappings();
-    // The linker names above may have loaded debug info.
-    crate::profile::release_symbolizer();
     let bytes = b.profile.encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
     gz.write_all(&bytes)?;
