@@ -3,7 +3,9 @@
 //! `debug = "line-tables-only"`, **without frame pointers** (while this
 //! repository's `.cargo/config.toml` turns them on), run as built and as a
 //! stripped copy. It leaks a known number of bytes in `leak_here`, in exact
-//! mode with `Unwinder::FramePointers`, and prints its reports.
+//! mode with `Unwinder::FramePointers`, and prints its reports. Its second
+//! binary, `named`, leaks in closures and an `async fn`, whose names the
+//! debug info gives without their paths.
 //!
 //! The fixture is built once per test binary (both tests wait for the same
 //! build) into `target/fixtures`, so later runs only rebuild what changed.
@@ -129,6 +131,24 @@ fn main_mapping(profile: &Path) -> String {
         .to_string()
 }
 
+/// The file offset and address of an ELF file's executable `PT_LOAD`
+/// segment.
+fn code_segment(path: &Path) -> (u64, u64) {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = ElfFile64::<object::Endianness>::parse(&*data)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let endian = file.endian();
+    file.elf_program_headers()
+        .iter()
+        .find(|ph| {
+            ph.p_type(endian) == object::elf::PT_LOAD
+                && ph.p_flags(endian).contains(object::elf::PF_X)
+        })
+        .map(|ph| (ph.p_offset(endian), ph.p_vaddr(endian)))
+        .unwrap_or_else(|| panic!("{} has no code segment", path.display()))
+}
+
 /// The GNU build id of an ELF file, and whether it has a symbol table.
 fn build_id_and_symtab(path: &Path) -> (Vec<u8>, bool) {
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -208,6 +228,17 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
              binutils (Debian/Ubuntu: `apt-get install -y binutils`) and run it again."
         ),
     }
+    // Linked as users link: the toolchain's default linker (rust-lld on
+    // x86-64 Linux) puts the code segment right after the read-only data,
+    // at an address a page above its file offset and, for most code sizes,
+    // mid-page (`report/maps.rs` tests that case on its own): what pprof's
+    // base address computations must get right from the profile's mapping.
+    let (offset, vaddr) = code_segment(binary);
+    assert_ne!(
+        offset, vaddr,
+        "the code segment's file offset is its address: this test is meant for the default \
+         linker's layout, where they differ"
+    );
     let (id, symtab) = build_id_and_symtab(binary);
     let (stripped_id, stripped_symtab) = build_id_and_symtab(&stripped);
     assert_eq!(stripped_id, id, "objcopy changed the build id");
@@ -285,4 +316,116 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
     run(binary, &symbolized);
     let mapping = main_mapping(&symbolized);
     assert!(mapping.contains("[FN][FL]"), "{mapping}");
+}
+
+/// Whether a frame's name has a path: `a::b`, `<T as a::Tr>::f`, or a
+/// frame named by its enclosing function (`{closure#0} in a::f`).
+fn has_path(name: &str) -> bool {
+    let head = name.split('<').next().unwrap_or(name);
+    head.contains("::") || name.starts_with('<') || name.contains(" in ")
+}
+
+#[test]
+fn line_tables_only_names_closures_and_async_fns_with_their_paths() {
+    // The fixture's second binary (`src/bin/named.rs`), from the same build.
+    let binary = fixture().with_file_name("named");
+    let profile = target_dir().join("named.pb.gz");
+    let (stdout, _) = run(&binary, &profile);
+    println!("{stdout}");
+
+    // Each leak's owner, as the API names it, with its whole path.
+    let owners: Vec<(&str, i64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let (owner, bytes) = l.strip_prefix("owner=")?.split_once("\tbytes=")?;
+            Some((owner, bytes.parse().ok()?))
+        })
+        .collect();
+    const MIB: i64 = 1 << 20;
+    for (owner, bytes) in [
+        ("named::tenants::remember::{closure#0}", MIB),
+        ("named::sessions::open::{closure#0}", 2 * MIB),
+        ("named::handler::handle_request::{async_fn#0}", 3 * MIB),
+    ] {
+        assert!(
+            owners.contains(&(owner, bytes)),
+            "no site of {bytes} bytes owned by {owner}: {owners:?}\n{stdout}"
+        );
+    }
+    // Symbolizing read and parsed the binary's debug info (about 50 MiB
+    // resident when kept); what stays is the frame cache and symbol tables.
+    let growth = value(&stdout, "rss_growth_kib");
+    assert!(
+        growth < 8 * 1024,
+        "the first snapshot left {growth} KiB more resident\n{stdout}"
+    );
+    // Every Rust frame of those stacks has a path (C's, such as libc's, have
+    // none to give).
+    for line in stdout.lines().filter_map(|l| l.strip_prefix("frame=")) {
+        let (name, file) = line.split_once('\t').unwrap_or((line, ""));
+        assert!(
+            !file.ends_with(".rs") || has_path(name),
+            "a frame without its path: {line}\n{stdout}"
+        );
+    }
+    // The text report too: no bare closure or coroutine name in it.
+    let report = &stdout[stdout.find("Heap: ").expect("no report")..];
+    for bare in [" {closure#", " {async_fn#", "({closure#"] {
+        assert!(!report.contains(bare), "{bare} in:\n{report}");
+    }
+
+    // pprof keeps the two closures apart: two functions, each with its bytes.
+    let top = go_pprof(&["-top".as_ref(), "-unit=B".as_ref(), profile.as_os_str()]);
+    println!("{top}");
+    for (function, bytes) in [
+        ("named::tenants::remember::{closure#0}", MIB),
+        ("named::sessions::open::{closure#0}", 2 * MIB),
+        ("named::handler::handle_request::{async_fn#0}", 3 * MIB),
+    ] {
+        let row = top
+            .lines()
+            .find(|l| l.contains(function))
+            .unwrap_or_else(|| panic!("no {function} row in:\n{top}"));
+        assert!(
+            row.split_whitespace().next() == Some(&format!("{bytes}B")),
+            "{function} does not hold {bytes} bytes flat:\n{top}"
+        );
+    }
+    assert!(
+        !top.lines().any(|l| l.trim_end().ends_with("  {closure#0}")),
+        "a bare closure in pprof:\n{top}"
+    );
+
+    // The same binary stripped, its profile symbolized later with the
+    // unstripped one: a second layout of the default linker's (this code
+    // size puts the code segment mid-page today). Go's symbolizer names
+    // real functions only, from the debug info: `with_labels` holds the
+    // labelled closure's MiB.
+    let stripped = target_dir().join("named-stripped");
+    let out = Command::new("objcopy")
+        .arg("--strip-all")
+        .arg(&binary)
+        .arg(&stripped)
+        .output()
+        .expect("could not run objcopy (binutils)");
+    assert!(out.status.success(), "objcopy --strip-all failed");
+    let later = target_dir().join("named-stripped.pb.gz");
+    run(&stripped, &later);
+    let top = go_pprof(&[
+        "-top".as_ref(),
+        "-unit=B".as_ref(),
+        binary.as_os_str(),
+        later.as_os_str(),
+    ]);
+    println!("{top}");
+    let row = top
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some("with_labels"))
+        .unwrap_or_else(|| {
+            panic!("go tool pprof with the binary does not name with_labels:\n{top}")
+        });
+    assert!(
+        row.split_whitespace().any(|c| c == format!("{MIB}B")),
+        "with_labels does not hold the labelled MiB:\n{top}"
+    );
 }

@@ -93,6 +93,9 @@ pub(super) fn symbol_bytes(body: &[u8]) -> Response {
             let _ = writeln!(out, "{pc:#x} {name}");
         }
     }
+    // The debug info read for these addresses is not kept (see
+    // `profile::release_symbolizer`).
+    crate::profile::release_symbolizer();
     Response::ok("text/plain; charset=utf-8", out).with_header("X-Content-Type-Options", "nosniff")
 }
 
@@ -113,19 +116,14 @@ fn parse_address(word: &str) -> Option<u64> {
 }
 
 /// The function name at `pc` (the outermost of its inlined frames, as Go's
-/// `FuncForPC` names the real function), without the symbol hash.
+/// `FuncForPC` names the real function), with its path, as every other
+/// output names it.
 fn resolve(pc: u64) -> Option<String> {
-    // `backtrace::resolve` takes a return address and looks up the byte
-    // before it; pprof sends the address to look up itself (our profiles'
-    // locations are already return address minus one).
+    // Symbolizers take a return address and look up the byte before it;
+    // pprof sends the address to look up itself (our profiles' locations
+    // are already return address minus one).
     let pc = usize::try_from(pc).ok()?.checked_add(1)?;
-    let mut name = None;
-    crate::profile::resolve_symbols(pc, &mut |sym| {
-        if let Some(n) = sym.name() {
-            name = Some(format!("{n:#}"));
-        }
-    });
-    name
+    crate::profile::function_at(pc)
 }
 
 /// `/debug/pprof/`: Go's index page, with the profiles this endpoint has.

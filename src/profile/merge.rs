@@ -119,6 +119,9 @@ pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
             }
         });
     }
+    // Every stack is symbolized (frames cached per address): the debug info
+    // read for the new ones can go (see `release_symbolizer`).
+    super::symbolize::release_symbolizer();
     with_symbol_lock(|| {
         let t = table();
         Merged {

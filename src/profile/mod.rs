@@ -7,6 +7,7 @@ mod diff;
 mod frame;
 pub(crate) mod labels;
 mod merge;
+mod names;
 mod notes;
 mod site;
 mod snapshot;
@@ -23,5 +24,9 @@ pub(crate) use frame::owner;
 pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
 pub(crate) use snapshot::{Summary, summary};
 pub(crate) use symbolize::SiteStack;
-#[cfg(any(feature = "pprof", feature = "http"))]
-pub(crate) use symbolize::resolve_symbols;
+#[cfg(feature = "http")]
+pub(crate) use symbolize::function_at;
+#[cfg(feature = "pprof")]
+pub(crate) use symbolize::linker_name;
+#[cfg(feature = "http")]
+pub(crate) use symbolize::release_symbolizer;

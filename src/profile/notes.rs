@@ -51,6 +51,7 @@ pub(crate) fn binary_has_symbols() -> bool {
             super::symbolize::resolve_symbols(probe as usize, &mut |sym| {
                 named |= sym.name().is_some()
             });
+            super::symbolize::release_symbolizer();
             named
         })
     })

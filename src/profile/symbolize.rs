@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
+use super::names::{is_short, name_frames, refine_symbol};
 use crate::recorder::{Guard, OTHER_FRAME, SpinLock};
 
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
@@ -120,8 +121,13 @@ mod fork {
     pub(super) fn install() {}
 }
 
+/// Set when `backtrace`'s symbolizer may hold parsed debug info (see
+/// [`release_symbolizer`]).
+static LOADED: AtomicBool = AtomicBool::new(false);
+
 /// Calls `f` for each symbol of `addr`. The caller holds the `SYMBOLS` lock.
 fn resolve(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+    LOADED.store(true, Relaxed);
     if FORKED.load(Relaxed) {
         // SAFETY: the unsynchronized resolver must not run concurrently
         // with another use of `backtrace`'s symbolizer. Ours are serialised
@@ -194,24 +200,44 @@ fn resolve_frames(addr: usize) -> Arc<[Frame]> {
         // last path segment, the symbol table has the full name.
         if is_short(&last.function) {
             if let Some(full) = full_name(addr.saturating_sub(1)) {
-                last.function = full.into();
+                last.function = refine_symbol(&full, &last.function).into();
             }
         }
     }
     out.into_iter().map(Frame::with_key).collect()
 }
 
-/// A name without a module path (`generate_string`, `new<T>`), as debug
-/// info with line tables only gives them.
-fn is_short(name: &str) -> bool {
-    let head = name.split('<').next().unwrap_or(name);
-    !head.contains("::") && !name.starts_with('<') && !name.starts_with("0x")
-}
-
 /// The symbol table's name for `addr` (see `symtab`); none off Linux.
 fn full_name(addr: usize) -> Option<String> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return super::symtab::full_name(addr);
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return None;
+}
+
+/// The linker's (mangled) name of a frame that the symbol table has: the
+/// real (not inlined) frame at `addr`, a return address, whose name the
+/// symbol table's gives (`function` starts with it demangled). For pprof's
+/// "system name"; from the table read for full names, so an export never
+/// loads the debug info for it. `None` off Linux.
+#[cfg(feature = "pprof")]
+pub(crate) fn linker_name(addr: usize, function: &str) -> Option<String> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return Guard::run(|| {
+        with_cache(|_| {
+            let raw = super::symtab::linker_name(addr.saturating_sub(1))?;
+            let demangled = format!("{:#}", rustc_demangle::demangle(&raw));
+            (function.starts_with(&demangled) && raw != function).then_some(raw)
+        })
+    });
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return None;
+}
+
+/// The symbol table's one path for functions named `last` (see `symtab`).
+fn symbol_path(last: &str, addr: usize) -> Option<String> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return super::symtab::path_of(last, addr.saturating_sub(1));
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     return None;
 }
@@ -295,6 +321,13 @@ pub(crate) fn symbolize(addrs: &[usize]) -> Arc<[Frame]> {
         let mut frames: Vec<Frame> = Vec::with_capacity(addrs.len() * 2);
         for &a in addrs {
             frames.extend(frames_of(a).iter().cloned());
+        }
+        // Named before trimming: a closure's type can be spelled out only
+        // by a frame that trimming drops (the thread entry below a spawned
+        // closure), and trimming then sees the names `debug = "limited"`
+        // would give.
+        if frames.iter().any(|f| is_short(&f.function)) {
+            with_cache(|_| name_frames(&mut frames, &mut symbol_path));
         }
         trim(&mut frames);
         frames.into()
@@ -405,8 +438,71 @@ pub(crate) fn overhead_bytes() -> u64 {
 /// symbolizer goes through here or `frames_of`, so none is ever cut in half
 /// by a fork, and a forked child can use the unsynchronized resolver. Under
 /// the guard (the symbolizer's caches are the tracker's memory).
-pub(crate) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
+pub(super) fn resolve_symbols(addr: usize, f: &mut dyn FnMut(&backtrace::Symbol)) {
     Guard::run(|| with_cache(|_| resolve(addr, f)));
+}
+
+/// Gives back what symbolizing a batch of addresses made resident: called at
+/// the end of each batch (every merge of raw stacks into sites, which every
+/// snapshot and monitor summary does; the symbol service's request; the
+/// probe for symbols). A pprof export needs no debug info: its linker names
+/// come from the symbol table.
+///
+/// `backtrace` keeps the debug info of the last few binaries it read mapped
+/// and parsed, for good: measured on a 9 MiB release binary with line
+/// tables, about 50 MiB resident after the first snapshot, none of it the
+/// tracker's to count, and more in a large service. Resolved frames are
+/// cached per address (and counted in `tracker_bytes()`), so the parsed
+/// debug info is only needed while new addresses come in: it is dropped after
+/// each batch (`clear_symbol_cache`), and the allocator is asked to return
+/// the freed pages (`malloc_trim`: the debug info's parse tree is freed into
+/// the arena of whichever thread symbolized, often one of ours, where glibc
+/// would otherwise keep it). The price is parsing again for the next batch
+/// with new addresses: tens of milliseconds (BENCHMARKS.md).
+///
+/// Not in a forked child: `clear_symbol_cache` takes `backtrace`'s global
+/// lock, which a thread outside leakscope may have held at the fork, and
+/// the child's memory goes when it exits anyway.
+pub(crate) fn release_symbolizer() {
+    if FORKED.load(Relaxed) || !LOADED.swap(false, Relaxed) {
+        return;
+    }
+    Guard::run(|| {
+        // Under the symbol lock: no call of ours into the symbolizer runs
+        // meanwhile (one that started after the swap sets `LOADED` again
+        // and is released by its own batch's end).
+        with_cache(|_| backtrace::clear_symbol_cache());
+        trim_heap();
+    });
+}
+
+/// Returns the free pages of every malloc arena to the system (glibc only;
+/// other allocators give memory back on their own terms).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` has no preconditions; it takes each arena's
+    // lock itself, and we hold none of ours.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The name of the real (outermost, not inlined) function at `addr`, a
+/// return address, as the frames name it (full path, from the symbol table
+/// where the debug info has only the last segment); `None` where nothing
+/// names it. From the cache if the address is in it, else resolved without
+/// adding it (the callers, such as the symbol service, ask for addresses
+/// from outside, which must not grow the cache).
+#[cfg(feature = "http")]
+pub(crate) fn function_at(addr: usize) -> Option<String> {
+    let frames = Guard::run(|| {
+        with_cache(|cache| match cache.get(&addr) {
+            Some(f) => f.clone(),
+            None => resolve_frames(addr),
+        })
+    });
+    let name = &frames.last()?.function;
+    (!name.starts_with("0x")).then(|| name.to_string())
 }
 
 /// Runs `f` holding the symbol lock (see [`Symbols`]): for the other

@@ -2,12 +2,12 @@
 //! build id of the file behind each, for pprof's mapping table: what lets a
 //! symbolizer that runs later (`go tool pprof <binary>`, Parca, Pyroscope
 //! with debuginfod) find the right binary and turn a frame's absolute address
-//! into an address in that file. Each mapping keeps the kernel's start,
-//! limit and file offset as they are: a symbolizer computes the file address
-//! from those and the file's program headers (the load bias is the same for
-//! a stripped copy and the file it was stripped from, which has the same
-//! layout), so a stripped process's addresses name functions in the
-//! unstripped file.
+//! into an address in that file. A symbolizer computes the load bias from a
+//! mapping's start, limit and file offset and the file's program headers
+//! (the bias is the same for a stripped copy and the file it was stripped
+//! from, which has the same layout), so a stripped process's addresses name
+//! functions in the unstripped file. Each mapping is the kernel's, moved up
+//! to where its code segment starts (see [`Mapped::at_segment`]).
 
 use std::fs::File;
 
@@ -78,7 +78,15 @@ const MAX_NOTE_SEGMENT: u64 = 1 << 16;
 /// Program headers beyond this count mean a corrupt header.
 const MAX_PROGRAM_HEADERS: u16 = 1024;
 
-/// The GNU build id of an ELF file, in hex, from its `PT_NOTE` segments.
+/// What pprof needs from a mapped ELF file: its GNU build id (hex) and its
+/// executable `PT_LOAD` segments' file offsets.
+#[derive(Default)]
+pub(super) struct ElfInfo {
+    pub(super) build_id: Option<String>,
+    pub(super) exec_offsets: Vec<u64>,
+}
+
+/// Reads [`ElfInfo`] of an ELF file from its program headers.
 ///
 /// Parsed with `object` through a `ReadCache`, so only the ELF header, the
 /// program headers and the (small) note segments are read, never the whole
@@ -86,25 +94,40 @@ const MAX_PROGRAM_HEADERS: u16 = 1024;
 /// (not ELF, truncated, a deleted file, no such note) means no build id:
 /// pprof then matches binaries by name, which is only a weaker check, never a
 /// wrong one.
-pub(super) fn build_id(path: &str) -> Option<String> {
-    let file = File::open(path).ok()?;
+pub(super) fn elf_info(path: &str) -> ElfInfo {
+    let Ok(file) = File::open(path) else {
+        return ElfInfo::default();
+    };
     let data = &ReadCache::new(file);
-    let id = match FileKind::parse(data).ok()? {
-        FileKind::Elf32 => gnu_build_id::<elf::FileHeader32<Endianness>>(data),
-        FileKind::Elf64 => gnu_build_id::<elf::FileHeader64<Endianness>>(data),
+    let info = match FileKind::parse(data) {
+        Ok(FileKind::Elf32) => read_elf::<elf::FileHeader32<Endianness>>(data),
+        Ok(FileKind::Elf64) => read_elf::<elf::FileHeader64<Endianness>>(data),
         _ => None,
-    }?;
-    Some(id.iter().map(|b| format!("{b:02x}")).collect())
+    };
+    info.unwrap_or_default()
 }
 
-fn gnu_build_id<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<&[u8]> {
+/// The GNU build id of an ELF file, in hex (see [`elf_info`]).
+#[cfg(test)]
+pub(super) fn build_id(path: &str) -> Option<String> {
+    elf_info(path).build_id
+}
+
+fn read_elf<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<ElfInfo> {
     let header = Elf::parse(data).ok()?;
     let endian = header.endian().ok()?;
     if header.e_phnum(endian) > MAX_PROGRAM_HEADERS {
         return None;
     }
+    let mut info = ElfInfo::default();
     for ph in header.program_headers(endian, data).ok()? {
-        if ph.p_type(endian) != elf::PT_NOTE || ph.p_filesz(endian).into() > MAX_NOTE_SEGMENT {
+        if ph.p_type(endian) == elf::PT_LOAD && ph.p_flags(endian).contains(elf::PF_X) {
+            info.exec_offsets.push(ph.p_offset(endian).into());
+        }
+        if info.build_id.is_some()
+            || ph.p_type(endian) != elf::PT_NOTE
+            || ph.p_filesz(endian).into() > MAX_NOTE_SEGMENT
+        {
             continue;
         }
         let Ok(Some(mut notes)) = ph.notes(endian, data) else {
@@ -115,11 +138,52 @@ fn gnu_build_id<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) ->
                 && note.n_type(endian) == elf::NT_GNU_BUILD_ID
                 && !note.desc().is_empty()
             {
-                return Some(note.desc());
+                info.build_id = Some(note.desc().iter().map(|b| format!("{b:02x}")).collect());
+                break;
             }
         }
     }
-    None
+    Some(info)
+}
+
+/// The largest page size a loader aligns segments to (64 KiB, arm64 and
+/// ppc64 kernels): a segment's start lies less than this past the page
+/// boundary its mapping starts at.
+const MAX_PAGE: u64 = 1 << 16;
+
+impl Mapped {
+    /// The mapping as pprof's base-address computations need it: starting
+    /// where the executable segment does, not at the page boundary below it.
+    ///
+    /// The kernel maps whole pages: where the linker put the code segment
+    /// mid-page (rust-lld, Rust's default linker on x86-64 Linux, starts it
+    /// right after the read-only data, at file offset 0x49c20 and address
+    /// 0x4ac20), the mapping starts at the page boundary below (offset
+    /// 0x49000). Go's own `pprof` (the one in Go's distribution, 1.19 among
+    /// them) takes the load bias to be the mapping's start minus the code
+    /// segment's address, which is then off by that segment's offset within
+    /// its page (0xc20) and names the wrong functions. Moving the start and
+    /// the file offset up to the segment's own (0x...4ac20, 0x49c20) keeps
+    /// the mapping exact (the bytes skipped are the previous segment's tail,
+    /// never code) and makes both computations right: Go's start minus the
+    /// segment address, and the current pprof's start minus offset plus the
+    /// segment's offset minus its address (`elfexec.GetBase`), which also
+    /// picks the segment by the file offset. Mappings already starting at
+    /// their segment (GNU ld, `-z separate-code`) are left as they are.
+    pub(super) fn at_segment(&self, exec_offsets: &[u64]) -> Mapped {
+        let span = self.limit.saturating_sub(self.start);
+        let seg = exec_offsets
+            .iter()
+            .copied()
+            .find(|&off| off > self.offset && off - self.offset < MAX_PAGE.min(span));
+        let skip = seg.map_or(0, |off| off - self.offset);
+        Mapped {
+            start: self.start + skip,
+            limit: self.limit,
+            offset: self.offset + skip,
+            path: self.path.clone(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +207,32 @@ mod tests {
                 .is_none()
         );
         assert!(parse_maps_line("garbage").is_none());
+    }
+
+    #[test]
+    fn mappings_start_at_their_code_segment() {
+        let m = Mapped {
+            start: 0x5555_0004_a000,
+            limit: 0x5555_0012_b000,
+            offset: 0x49000,
+            path: "/app".into(),
+        };
+        // rust-lld: code at file offset 0x49c20, address 0x4ac20.
+        let at = m.at_segment(&[0x49c20]);
+        assert_eq!(
+            (at.start, at.limit, at.offset),
+            (0x5555_0004_ac20, 0x5555_0012_b000, 0x49c20)
+        );
+        // Go's pprof: bias = start - segment address; the current one:
+        // start - offset + segment offset - segment address. Both the
+        // loader's bias (0x5555_0000_0000).
+        assert_eq!(at.start - 0x4ac20, 0x5555_0000_0000);
+        assert_eq!(at.start - at.offset + 0x49c20 - 0x4ac20, 0x5555_0000_0000);
+        // Page-aligned code, or a segment of another mapping: unchanged.
+        for segs in [&[0x49000][..], &[0x200000], &[]] {
+            let same = m.at_segment(segs);
+            assert_eq!((same.start, same.offset), (m.start, m.offset));
+        }
     }
 
     #[test]

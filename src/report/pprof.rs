@@ -16,7 +16,7 @@ use prost::Message;
 use super::text::{mode, process_notes};
 use std::time::SystemTime;
 
-use super::maps::{Mapped, build_id, read_maps};
+use super::maps::{ElfInfo, Mapped, elf_info, read_maps};
 use super::{Row, elapsed, unix_nanos};
 use crate::profile::{Diff, Snapshot};
 use crate::profile::{Frame, owner};
@@ -177,8 +177,8 @@ struct Builder {
     /// By (name, system name, file): generic code has one linker symbol per
     /// instantiation, all with the same demangled name.
     functions: HashMap<(i64, i64, i64), u64>,
-    /// Per return address: (demangled name, linker symbol) of its frames.
-    linker_names: HashMap<usize, Vec<(String, String)>>,
+    /// Per return address: the linker symbol of its real frame, if any.
+    linker_names: HashMap<usize, Option<String>>,
     /// By (return address, frames kept at that address): the same address
     /// keeps fewer inlined lines where it is the leaf end of a stack.
     locations: HashMap<(usize, usize), u64>,
@@ -262,12 +262,12 @@ impl Builder {
         let maps = std::mem::take(&mut self.maps);
         // Several mappings of one file (its text and, say, a relro part)
         // share one build id: read each file once.
-        let mut ids: HashMap<&str, Option<String>> = HashMap::new();
+        let mut infos: HashMap<&str, ElfInfo> = HashMap::new();
+        let mut placed = Vec::with_capacity(maps.len());
         for (i, m) in maps.iter().enumerate() {
-            let id = ids
-                .entry(&m.path)
-                .or_insert_with(|| build_id(&m.path))
-                .clone();
+            let info = infos.entry(&m.path).or_insert_with(|| elf_info(&m.path));
+            let m = m.at_segment(&info.exec_offsets);
+            let id = info.build_id.clone();
             let mapping = proto::Mapping {
                 id: i as u64 + 1,
                 memory_start: m.start,
@@ -279,8 +279,10 @@ impl Builder {
                 ..Default::default()
             };
             self.profile.mapping.push(mapping);
+            placed.push(m);
         }
-        self.maps = maps;
+        // Locations are placed in the mappings as written.
+        self.maps = placed;
         self.symbolized = vec![None; self.profile.mapping.len()];
     }
 
@@ -316,22 +318,17 @@ impl Builder {
     /// C++, cutting everything between `<` and `>`, so that
     /// `<Vec<T> as FromIterator<T>>::from_iter` would show as `::from_iter`.
     /// Without a linker name the system name stays empty, for that reason.
+    ///
+    /// Only real frames have one (an inlined function has no symbol of its
+    /// own), taken from the symbol table read for full names.
     fn linker_name(&mut self, f: &Frame) -> Option<String> {
-        let names = self.linker_names.entry(f.address()).or_insert_with(|| {
-            let mut names = Vec::new();
-            crate::profile::resolve_symbols(f.address(), &mut |sym| {
-                if let Some(name) = sym.name() {
-                    if let Some(raw) = name.as_str() {
-                        names.push((format!("{name:#}"), raw.to_string()));
-                    }
-                }
-            });
-            names
-        });
-        names
-            .iter()
-            .find(|(demangled, raw)| demangled == f.function() && raw != f.function())
-            .map(|(_, raw)| raw.clone())
+        if f.is_inlined() {
+            return None;
+        }
+        self.linker_names
+            .entry(f.address())
+            .or_insert_with(|| crate::profile::linker_name(f.address(), f.function()))
+            .clone()
     }
 
     fn function(&mut self, f: &Frame) -> u64 {
