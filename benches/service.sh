@@ -86,6 +86,10 @@ ask_url() { # variant admin_port
 run() {
     local v=$1 port=$PORT admin=$((PORT + 1))
     PORT=$((PORT + 2))
+    # A fresh file per run: the shell opens it in the background child, after
+    # wait_listening may already have looked, so an old one could still say
+    # "listening".
+    rm -f "$tmp/out"
     "${BIN[$(bin_of "$v")]}" "$port" "$admin" > "$tmp/out" &
     service_pid=$!
     wait_listening "$tmp/out" "$service_pid"
@@ -147,6 +151,7 @@ if [ "$CALLGRIND" = 1 ]; then
             echo "  callgrind $v $r/$CG_ROUNDS" >&2
             port=$PORT admin=$((PORT + 1))
             PORT=$((PORT + 2))
+            rm -f "$tmp/out"
             valgrind --tool=callgrind --callgrind-out-file=/dev/null "${BIN[$(bin_of "$v")]}" "$port" "$admin" \
                 > "$tmp/out" 2> "$tmp/cg" &
             service_pid=$!
