@@ -21,6 +21,11 @@
 #   WALL=0 benches/service.sh               # callgrind table only
 #   VARIANTS="system tracker_default" benches/service.sh
 #
+# The `*_fp` rows are built with frame pointers (`-C force-frame-pointers=yes`,
+# in a target dir of their own): System, and the tracker with
+# `Unwinder::FramePointers`, what a service that wants cheaper stack captures
+# builds; their baseline is System built the same way.
+#
 # The `tracker_full*` variants run the growth monitor (10 s interval) and the
 # HTTP endpoint; the load generator asks the endpoint for /debug/pprof/heap
 # once, halfway through the measured requests, so its cost (the first
@@ -38,7 +43,7 @@ CALLGRIND=${CALLGRIND:-1}
 CG_REQUESTS=${CG_REQUESTS:-10000}
 CG_ROUNDS=${CG_ROUNDS:-3}
 WALL=${WALL:-1}
-VARIANTS=${VARIANTS:-"system tracker_off tracker_default tracker_full_idle tracker_full tracker_exact mimalloc tracker_default_mimalloc tracker_full_idle_mimalloc tracker_full_mimalloc"}
+VARIANTS=${VARIANTS:-"system tracker_off tracker_default tracker_full_idle tracker_full tracker_exact mimalloc tracker_default_mimalloc tracker_full_idle_mimalloc tracker_full_mimalloc system_fp tracker_fp"}
 # Exact mode runs about 75 times the instructions of System: left out of the
 # callgrind rows by default (CG_VARIANTS="... tracker_exact" puts it back).
 CG_VARIANTS=${CG_VARIANTS:-$(printf '%s\n' $VARIANTS | grep -vx tracker_exact | tr '\n' ' ')}
@@ -47,15 +52,38 @@ PORT=${PORT:-18480}
 echo "building (release, the README's profile, no frame-pointer flag)..." >&2
 declare -A BIN
 builds=()
-# A variant's binary: `*_idle*` rows run the binary of the same name without it.
-bin_of() { echo "svc_${1/_idle/}"; }
-for v in $VARIANTS load; do builds+=(--bench "$(bin_of "$v")"); done
-while IFS= read -r exe; do
-    name=$(basename "$exe")
-    BIN[${name%-*}]=$exe
-done < <(RUSTFLAGS="" cargo build --release --features http --target-dir target/service \
-    "${builds[@]}" --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*/svc_[^"]*"' | sed 's/.*"executable":"//; s/"$//')
+# A variant's binary: `*_idle*` rows run the binary of the same name without
+# asking the endpoint; `*_fp` rows run binaries of the frame-pointer build
+# (keys `fp:svc_*`).
+bin_of() {
+    case $1 in
+        load) echo svc_load ;;
+        system_fp) echo fp:svc_system ;;
+        tracker_fp) echo fp:svc_tracker_fp ;;
+        *) echo "svc_${1/_idle/}" ;;
+    esac
+}
+build() { # prefix rustflags target-dir binaries...
+    local prefix=$1 flags=$2 dir=$3
+    shift 3
+    local args=() b
+    for b in "$@"; do args+=(--bench "$b"); done
+    while IFS= read -r exe; do
+        name=$(basename "$exe")
+        BIN[$prefix${name%-*}]=$exe
+    done < <(RUSTFLAGS="$flags" cargo build --release --features http --target-dir "$dir" \
+        "${args[@]}" --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*/svc_[^"]*"' | sed 's/.*"executable":"//; s/"$//')
+}
+plain=() fp=()
+for v in $VARIANTS load; do
+    b=$(bin_of "$v")
+    case $b in fp:*) fp+=("${b#fp:}") ;; *) plain+=("$b") ;; esac
+done
+build "" "" target/service "${plain[@]}"
+if [ ${#fp[@]} -gt 0 ]; then
+    build fp: "-C force-frame-pointers=yes" target/service-fp "${fp[@]}"
+fi
 for v in $VARIANTS load; do
     [ -n "${BIN[$(bin_of "$v")]:-}" ] || { echo "no binary for $(bin_of "$v")" >&2; exit 1; }
 done
@@ -111,7 +139,7 @@ median() { # column number; reads numbers from stdin
 }
 
 baseline_of() {
-    case $1 in *mimalloc) echo mimalloc ;; *) echo system ;; esac
+    case $1 in *mimalloc) echo mimalloc ;; *_fp) echo system_fp ;; *) echo system ;; esac
 }
 
 if [ "$WALL" = 1 ]; then
