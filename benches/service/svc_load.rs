@@ -22,8 +22,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn connect(port: u16) -> TcpStream {
@@ -39,7 +39,10 @@ fn request(reader: &mut BufReader<TcpStream>, path: &str) -> usize {
     reader.get_mut().write_all(head.as_bytes()).expect("send");
     let mut line = String::new();
     reader.read_line(&mut line).expect("status line");
-    assert!(line.starts_with("HTTP/1.1 200"), "unexpected answer: {line:?}");
+    assert!(
+        line.starts_with("HTTP/1.1 200"),
+        "unexpected answer: {line:?}"
+    );
     let mut length = 0usize;
     loop {
         line.clear();
@@ -63,16 +66,26 @@ fn ask(url: &str) {
     let rest = url.strip_prefix("http://").expect("http url");
     let (host, path) = rest.split_once('/').expect("path");
     let mut s = TcpStream::connect(host).expect("connect endpoint");
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut all = Vec::new();
     s.read_to_end(&mut all).expect("endpoint answer");
-    assert!(all.starts_with(b"HTTP/1.1 200"), "endpoint did not answer 200");
+    assert!(
+        all.starts_with(b"HTTP/1.1 200"),
+        "endpoint did not answer 200"
+    );
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
-        eprintln!("usage: {} <port> <connections> <requests> <ask_url|-> [warmup]", args[0]);
+        eprintln!(
+            "usage: {} <port> <connections> <requests> <ask_url|-> [warmup]",
+            args[0]
+        );
         return;
     }
     let port: u16 = args[1].parse().expect("port");
@@ -92,7 +105,10 @@ fn main() {
                     let mut reader = BufReader::new(connect(port));
                     for i in 0..share {
                         let id = (c * 7919 + i * 31) % 100_000;
-                        request(&mut reader, &format!("/item/{id}?qty={}&lang=en", i % 9 + 1));
+                        request(
+                            &mut reader,
+                            &format!("/item/{id}?qty={}&lang=en", i % 9 + 1),
+                        );
                         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                         if n == count / 2 {
                             if let Some(url) = &ask_url {
