@@ -370,8 +370,53 @@ mod miri_table {
     }
 }
 
+/// The header's fields that never change while the block is recorded
+/// (everything but the links), with the links left 0.
+///
+/// The free of a block reads these *before* it holds its list's lock: the
+/// links may be rewritten meanwhile by another thread that holds the lock
+/// and unlinks or links a neighbour (`set_prev`/`set_next`), so reading
+/// them here would be a data race. The bytes read here are written once,
+/// by [`write`] before the block is published, and cleared by
+/// [`clear_magic`] only by the thread that frees it.
+///
 /// # Safety
 /// `user` must be a recorded block (see [`is_recorded`]).
+#[inline]
+pub(crate) unsafe fn read_fixed(user: *mut u8) -> Header {
+    /// The header after its links, field for field.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Fixed {
+        birth_off: u64,
+        size_book: u64,
+        site: u32,
+        weight: f32,
+        magic: u64,
+    }
+    const LINKS: usize = std::mem::offset_of!(Header, birth_off);
+    const _: () = assert!(LINKS + std::mem::size_of::<Fixed>() == HEADER_SIZE);
+    const _: () =
+        assert!(std::mem::offset_of!(Header, magic) - LINKS == std::mem::offset_of!(Fixed, magic));
+    // SAFETY: a recorded block has HEADER_SIZE bytes of ours below `user`;
+    // `user - HEADER_SIZE + LINKS .. user` is the part after the links.
+    let f = unsafe { std::ptr::read_unaligned(user.sub(HEADER_SIZE - LINKS) as *const Fixed) };
+    Header {
+        prev: 0,
+        next: 0,
+        birth_off: f.birth_off,
+        size_book: f.size_book,
+        site: f.site,
+        weight: f.weight,
+        magic: f.magic,
+    }
+}
+
+/// The whole header, links included: only under its list's lock.
+///
+/// # Safety
+/// `user` must be a recorded block (see [`is_recorded`]) and the caller must
+/// hold its list's lock.
 #[inline]
 pub(crate) unsafe fn read(user: *mut u8) -> Header {
     // SAFETY: a recorded block has HEADER_SIZE bytes of ours below `user`.

@@ -106,8 +106,10 @@ unsafe fn book_new(
 /// `user` must be a recorded block.
 #[inline(always)]
 unsafe fn unlink(user: *mut u8) -> Header {
+    // Only the fields no other thread writes: the links belong to the list's
+    // lock, which is not held yet (see `header::read_fixed`).
     // SAFETY: guaranteed by the caller.
-    let h = unsafe { header::read(user) };
+    let h = unsafe { header::read_fixed(user) };
     // SAFETY: a recorded block is in its owner's list.
     unsafe {
         book::by_index(h.book())
