@@ -27,7 +27,7 @@
 //! block goes back to the inner allocator (free, or a realloc that may move
 //! it), so a later unrecorded block at the same address cannot match. A false
 //! match otherwise needs the 8 bytes below an unrecorded block to equal a
-//! 64-bit value that depends on an ASLR-randomised secret.
+//! 64-bit value that depends on a secret from the kernel's random source.
 //!
 //! The inner allocator always gets back the exact layout it handed out:
 //! `(size + pad(align), align)` with the caller's own `align`, recomputable
@@ -36,6 +36,7 @@
 //! page-aligned by definition).
 
 use std::alloc::Layout;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Size of the header below each recorded user pointer.
 pub(crate) const HEADER_SIZE: usize = 48;
@@ -160,25 +161,88 @@ pub(crate) fn choose_off(base: usize, align: usize) -> usize {
     }
 }
 
+/// The per-process secret mixed into every magic word; 0 until the first
+/// recorded block needs it (see [`secret_for_record`]).
+///
+/// It comes from the kernel's random source, not from an address: one
+/// leaked address would otherwise reveal it under ASLR, and with it the
+/// magic of any block, so a crafted free could be taken for a recorded one.
+/// Bit 63 is always set once initialised, so a magic (`user ^ secret`) is
+/// never 0 (the cleared state) and never a plausible user-space pointer or
+/// size.
+///
+/// Relaxed ordering suffices: the thread that records a block stores (or
+/// reads) the secret before it writes the block's header, and whoever frees
+/// the block got its pointer through some synchronisation that came after
+/// that, so its load sees the secret.
+static SECRET: AtomicU64 = AtomicU64::new(0);
+
+/// The secret for a block about to be recorded, initialised on first use:
+/// a system call, no allocation, no lock (racing initialisers agree through
+/// one compare-exchange).
 #[inline(always)]
-fn secret() -> u64 {
-    static ANCHOR: u8 = 0;
-    // The address of a static differs per run under ASLR; mixing a constant
-    // in keeps the magic from looking like a pointer or a small integer. The
-    // constant is a full 64-bit one (a `movabs` on x86-64): a sign-extended
-    // 32-bit one, which x86-64 can xor in as an immediate, would leave the
-    // top half all ones, and for blocks near the static the magic would then
-    // look like a small negative integer, a common value in user data.
-    (&ANCHOR as *const u8 as u64) ^ 0xA5C3_5A3C_96E1_F00D
+fn secret_for_record() -> u64 {
+    match SECRET.load(Relaxed) {
+        0 => init_secret(),
+        s => s,
+    }
 }
 
-/// The magic word of a recorded block at `user`. Never 0 (the cleared
-/// state) and never a plausible size or pointer for a user-space address: the
-/// secret has its top bits set, which user-space pointers never have. A plain
-/// xor keeps the free path's test at two instructions beyond the load.
+#[cold]
+#[inline(never)]
+fn init_secret() -> u64 {
+    let fresh = random_secret() | 1 << 63;
+    match SECRET.compare_exchange(0, fresh, Relaxed, Relaxed) {
+        Ok(_) => fresh,
+        Err(won) => won,
+    }
+}
+
+/// 64 random bits from the kernel: `getrandom(2)` (non-blocking), or where
+/// that fails (very early boot, a seccomp filter, an old kernel) the 16
+/// bytes the kernel put in the auxiliary vector (`AT_RANDOM`), hashed so as
+/// not to reveal glibc's stack canary, which is taken from the same bytes.
+/// Only if neither exists: an address and the clock (the old scheme).
+fn random_secret() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut buf = [0u8; 8];
+        // SAFETY: `buf` is valid for 8 bytes of writes; the call allocates
+        // nothing and takes no lock.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
+        if n == 8 {
+            return u64::from_ne_bytes(buf);
+        }
+        // SAFETY: `getauxval` only reads the auxiliary vector.
+        let at_random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u64; 2];
+        if !at_random.is_null() {
+            // SAFETY: the kernel's AT_RANDOM entry points to 16 readable
+            // bytes, kept for the life of the process.
+            let [a, b] = unsafe { std::ptr::read_unaligned(at_random) };
+            return mix64(a) ^ mix64(b ^ 0x9E37_79B9_7F4A_7C15).rotate_left(32);
+        }
+    }
+    static ANCHOR: u8 = 0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mix64(&ANCHOR as *const u8 as u64 ^ now.rotate_left(29))
+}
+
+/// splitmix64's finaliser.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The magic word of a block being recorded at `user`. Never 0 (the cleared
+/// state) and never a plausible size or pointer for a user-space address
+/// (the secret's bit 63 is set). A plain xor keeps the free path's test
+/// short.
 #[inline(always)]
 pub(crate) fn magic(user: usize) -> u64 {
-    (user as u64) ^ secret()
+    (user as u64) ^ secret_for_record()
 }
 
 /// Returns true if `user` is a block this tracker recorded (and has not
@@ -206,7 +270,11 @@ pub(crate) unsafe fn is_recorded(user: *mut u8, align: usize) -> bool {
     // `word_below` for why the load is sound although those bytes are not
     // ours.
     let word = unsafe { word_below(addr) };
-    word == magic(addr)
+    // Before the first recorded block the secret is 0 and nothing matches
+    // (the test on `secret` keeps a word equal to the address itself from
+    // matching then).
+    let secret = SECRET.load(Relaxed);
+    word == (addr as u64) ^ secret && secret != 0
 }
 
 /// The 8 bytes just below `addr`, which may belong to anything (allocator
@@ -226,7 +294,11 @@ pub(crate) unsafe fn is_recorded(user: *mut u8, align: usize) -> bool {
 /// # Safety
 /// `addr - 8 .. addr` must lie in a mapped page (the same page as a live
 /// block's first byte).
-#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    not(miri),
+    not(leakscope_asan)
+))]
 #[inline(always)]
 unsafe fn word_below(addr: usize) -> u64 {
     let word: u64;
@@ -254,6 +326,38 @@ unsafe fn word_below(addr: usize) -> u64 {
     word
 }
 
+/// Under AddressSanitizer (`scripts/sanitizers.sh` builds with
+/// `--cfg leakscope_asan`): ASan does not see the `asm!` load, so instead of
+/// hiding it, ask ASan's shadow memory first. Bytes ASan has poisoned (the
+/// left redzone every ASan allocation has, at least 16 bytes, holding its
+/// chunk header) belong to no block, so a block with them below it is not
+/// recorded (our header below a recorded block is inside our own inner
+/// allocation, never poisoned). Otherwise the 8 bytes are read with an
+/// ordinary, instrumented Rust load, which ASan checks like any other: if it
+/// ever read memory leakscope does not own, ASan would report it. So under
+/// ASan every byte the recognition reads is checked, not hidden.
+///
+/// # Safety
+/// As the other version.
+#[cfg(all(leakscope_asan, not(miri)))]
+#[inline(always)]
+unsafe fn word_below(addr: usize) -> u64 {
+    unsafe extern "C" {
+        /// ASan's interface (`sanitizer/asan_interface.h`): the first
+        /// poisoned byte of `[beg, beg + size)`, or null if none is.
+        fn __asan_region_is_poisoned(beg: *mut u8, size: usize) -> *mut u8;
+    }
+    let below = (addr - 8) as *mut u8;
+    // SAFETY: the function only reads ASan's shadow for the range, which is
+    // mapped for every application address.
+    if !unsafe { __asan_region_is_poisoned(below, 8) }.is_null() {
+        return 0;
+    }
+    // SAFETY: unpoisoned bytes right below a live block's start under ASan
+    // are a recorded block's header (see above); ASan checks the load.
+    unsafe { std::ptr::read_unaligned(below as *const u64) }
+}
+
 /// Under Miri (which cannot run `asm!`, and would rightly flag a Rust load
 /// outside the allocation), recorded blocks are also kept in a side table,
 /// and only a block the table holds has its own header read.
@@ -278,7 +382,11 @@ unsafe fn word_below(addr: usize) -> u64 {
 ///
 /// # Safety
 /// As the other version.
-#[cfg(all(not(any(target_arch = "x86_64", target_arch = "aarch64")), not(miri)))]
+#[cfg(all(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(miri),
+    not(leakscope_asan)
+))]
 #[inline(always)]
 unsafe fn word_below(addr: usize) -> u64 {
     // SAFETY: the page is mapped (caller's contract); see the doc comment.

@@ -45,6 +45,9 @@ impl LiveList {
         // list; the caller vouches for `user`.
         unsafe {
             let head = *self.head.get();
+            if head != 0 && header::links(head).0 != 0 {
+                corrupted(b"leakscope: corrupted live list: the first recorded block has a predecessor (heap corruption); aborting\n");
+            }
             h.prev = 0;
             h.next = head;
             header::write(user as *mut u8, &h);
@@ -65,6 +68,20 @@ impl LiveList {
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
         unsafe {
             let (prev, next) = header::links(user);
+            // Safe unlink, as glibc's "corrupted double-linked list" check:
+            // the neighbours must point back at this block before we write
+            // through them. They do unless the heap was corrupted (a buffer
+            // overflow into a header, or a recorded block freed by C's
+            // `free()` and reused): writing through forged links would turn
+            // that into a write anywhere.
+            let back = if prev != 0 {
+                header::links(prev).1
+            } else {
+                *self.head.get()
+            };
+            if back != user || (next != 0 && header::links(next).0 != user) {
+                corrupted(b"leakscope: corrupted live list: a recorded block's neighbours do not point back at it (heap corruption, or a Rust allocation freed by another allocator, such as C's free()); aborting\n");
+            }
             if prev != 0 {
                 header::set_next(prev, next);
             } else {
@@ -100,4 +117,15 @@ impl LiveList {
             cur = h.next;
         }
     }
+}
+
+/// Aborts on a corrupted list, naming it on standard error: a write(2) of a
+/// static message and `abort`, nothing that allocates or takes a lock (the
+/// heap is not to be trusted any more).
+#[cold]
+#[inline(never)]
+fn corrupted(message: &'static [u8]) -> ! {
+    // SAFETY: writes `message.len()` bytes from a static buffer to fd 2.
+    let _ = unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    std::process::abort()
 }
