@@ -35,7 +35,10 @@ fn is_child(what: &str) -> bool {
 fn step(path: u64, depth: u32, size: usize) -> Result<Vec<u8>, ()> {
     if depth == 0 {
         let mut v = Vec::new();
-        return v.try_reserve_exact(size).map(|()| black_box(v)).map_err(|_| ());
+        return v
+            .try_reserve_exact(size)
+            .map(|()| black_box(v))
+            .map_err(|_| ());
     }
     if path & 1 == 0 {
         left(path >> 1, depth - 1, size)
@@ -69,6 +72,29 @@ fn child_out_of_memory() {
     }
     // Everything printed later is allocated now (stdout's buffer).
     println!("child: limiting the address space");
+    // In a forked grandchild: its only thread is this one. (Here, the test
+    // harness's main thread would allocate too, unrecorded and infallibly,
+    // when it starts waiting for this test's result: an abort of std's, not
+    // of ours.)
+    // SAFETY: the grandchild runs only this function's code and leaves
+    // with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        exhaust_memory();
+        // SAFETY: ends the grandchild without running the harness's exit.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the grandchild just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the grandchild died: status {status:#x}"
+    );
+}
+
+fn exhaust_memory() {
     let limit = vm_size() + (64 << 20);
     let rl = libc::rlimit {
         rlim_cur: limit,
