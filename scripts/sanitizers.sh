@@ -55,7 +55,8 @@ asan() {
         --lib \
         --test core_exact --test core_inner --test core_oracle --test core_sampled \
         --test core_threads --test consistency --test fork_exact --test fork_sampled \
-        --test model --test leakcheck --test labels --test self_record --test attribution
+        --test model --test leakcheck --test labels --test self_record --test attribution \
+        --test recorder_oom
     # The README's main example, checked as scripts/test.sh checks it.
     local out top
     out=$(cargo run --target "$TARGET" --target-dir "$dir" --release --example global_slice_leak)

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering:
 
 use super::guard::Guard;
 use super::live_list::LiveList;
-use super::spin::SpinLock;
+use super::sync::RawSpinLock;
 
 /// Sites per counter chunk.
 const CHUNK: usize = 256;
@@ -92,8 +92,9 @@ static BOOK_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises creating and handing out books (rare: once per thread).
 /// Lock order: `POOL` is taken alone; nothing else is locked while it is held.
 /// A spin lock rather than a mutex so the fork handlers can hold it across a
-/// fork (see `fork`).
-static POOL: SpinLock = SpinLock::new();
+/// fork (see `fork`). A raw one: what it serialises (`BOOKS`, `BOOK_COUNT`,
+/// the `in_use` flags) is read without it, through atomics.
+static POOL: RawSpinLock = RawSpinLock::new();
 
 impl Book {
     /// A fresh book, leaked. Returns `None` if the inner allocator is out of
@@ -313,9 +314,9 @@ pub(crate) fn current() -> &'static Book {
 #[inline(never)]
 fn acquire() -> &'static Book {
     // Creating a book and registering the exit hook allocate: unrecorded.
+    // (The fork handlers are in place: `record` installs them before the
+    // first recorded event, and a free of a recorded block comes after one.)
     let _guard = Guard::enter();
-    // Before this thread takes any tracker lock.
-    super::fork::install();
     let exiting = CURRENT.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.

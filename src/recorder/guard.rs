@@ -24,16 +24,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 pub(super) struct ThreadState {
     /// True while this thread runs tracker code; see the module docs.
     pub(super) busy: Cell<bool>,
-    /// Bytes left until the next sample; an allocation that takes it to zero
-    /// or below is sampled. Starts at 0 so a thread's first allocation takes
-    /// the slow path and seeds the sampler. Atomic only because
-    /// `set_sample_interval` on another thread may zero it (see `registry`);
-    /// the owner updates it with the equivalent of a relaxed load and store
-    /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
-    pub(super) countdown: AtomicI64,
-    /// The value of `sampling::GENERATION` the countdown was drawn under,
-    /// checked on the slow path only. Atomic for the same reason.
-    pub(super) generation: AtomicU64,
+    /// The part other threads may touch (through `registry`).
+    pub(super) remote: Remote,
     /// Whether this thread is in the `registry`: 0 not yet, 1 registered, 2
     /// removed at thread exit (never registered again).
     pub(super) registered: Cell<u8>,
@@ -53,12 +45,30 @@ pub(super) struct ThreadState {
     pub(super) labels: Cell<u32>,
 }
 
+/// The part of a thread's state that other threads may touch: atomics only,
+/// so it is `Sync` by construction, and `registry` hands out references to
+/// this part alone (the `Cell`s around it are the owner's).
+pub(super) struct Remote {
+    /// Bytes left until the next sample; an allocation that takes it to zero
+    /// or below is sampled. Starts at 0 so a thread's first allocation takes
+    /// the slow path and seeds the sampler. Atomic only because
+    /// `set_sample_interval` on another thread may zero it (see `registry`);
+    /// the owner updates it with the equivalent of a relaxed load and store
+    /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
+    pub(super) countdown: AtomicI64,
+    /// The value of `sampling::GENERATION` the countdown was drawn under,
+    /// checked on the slow path only. Atomic for the same reason.
+    pub(super) generation: AtomicU64,
+}
+
 thread_local! {
     pub(super) static STATE: ThreadState = const {
         ThreadState {
             busy: Cell::new(false),
-            countdown: AtomicI64::new(0),
-            generation: AtomicU64::new(0),
+            remote: Remote {
+                countdown: AtomicI64::new(0),
+                generation: AtomicU64::new(0),
+            },
             registered: Cell::new(0),
             rng: Cell::new(0),
             stack_lo: Cell::new(0),

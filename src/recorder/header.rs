@@ -402,10 +402,10 @@ unsafe fn word_below(addr: usize) -> u64 {
 mod miri_table {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    use super::super::spin::SpinLock;
+    use super::super::sync::RawSpinLock;
 
     const CAP: usize = 1 << 16;
-    static LOCK: SpinLock = SpinLock::new();
+    static LOCK: RawSpinLock = RawSpinLock::new();
     static SLOTS: [AtomicUsize; CAP] = [const { AtomicUsize::new(0) }; CAP];
     static LEN: AtomicUsize = AtomicUsize::new(0);
 

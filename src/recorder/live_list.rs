@@ -7,27 +7,22 @@
 //! the list for a snapshot. Nothing inside the lock allocates or takes
 //! another lock.
 
-use std::cell::UnsafeCell;
-
 use super::header::{self, Header};
-use super::spin::SpinLock;
+use super::sync::SpinLock;
 
 pub(crate) struct LiveList {
-    /// Guards `head` and the links in the headers of the list's blocks.
-    lock: SpinLock,
-    /// The first block's user pointer, 0 when empty.
-    head: UnsafeCell<usize>,
+    /// The first block's user pointer, 0 when empty. The lock also guards
+    /// the links in the headers of the list's blocks: they are read and
+    /// written only while it is held (`header::links`, `set_prev`,
+    /// `set_next`, and `header::read` in `walk`).
+    head: SpinLock<usize>,
 }
-
-// SAFETY: `head` and the links are only touched under `lock`.
-unsafe impl Sync for LiveList {}
 
 impl LiveList {
     /// An empty list (all-zero bytes are one too: books are allocated zeroed).
     pub(crate) const fn new() -> LiveList {
         LiveList {
-            lock: SpinLock::new(),
-            head: UnsafeCell::new(0),
+            head: SpinLock::new(0),
         }
     }
 
@@ -40,11 +35,11 @@ impl LiveList {
     /// be in any list.
     #[inline(always)]
     pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
-        let _g = self.lock.lock();
+        let mut head_of = self.head.lock();
         // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
         // list; the caller vouches for `user`.
         unsafe {
-            let head = *self.head.get();
+            let head = *head_of;
             if head != 0 && header::links(head).0 != 0 {
                 corrupted(b"leakscope: corrupted live list: the first recorded block has a predecessor (heap corruption); aborting\n");
             }
@@ -54,7 +49,7 @@ impl LiveList {
             if head != 0 {
                 header::set_prev(head, user);
             }
-            *self.head.get() = user;
+            *head_of = user;
         }
     }
 
@@ -64,7 +59,7 @@ impl LiveList {
     /// `user` must be a recorded block in this list.
     #[inline(always)]
     pub(crate) unsafe fn unlink(&self, user: usize) {
-        let _g = self.lock.lock();
+        let mut head = self.head.lock();
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
         unsafe {
             let (prev, next) = header::links(user);
@@ -77,7 +72,7 @@ impl LiveList {
             let back = if prev != 0 {
                 header::links(prev).1
             } else {
-                *self.head.get()
+                *head
             };
             if back != user || (next != 0 && header::links(next).0 != user) {
                 corrupted(b"leakscope: corrupted live list: a recorded block's neighbours do not point back at it (heap corruption, or a Rust allocation freed by another allocator, such as C's free()); aborting\n");
@@ -85,7 +80,7 @@ impl LiveList {
             if prev != 0 {
                 header::set_next(prev, next);
             } else {
-                *self.head.get() = next;
+                *head = next;
             }
             if next != 0 {
                 header::set_prev(next, prev);
@@ -95,21 +90,21 @@ impl LiveList {
 
     /// Takes the lock with no guard, for a fork (`fork::prepare`).
     pub(crate) fn lock_for_fork(&self) {
-        self.lock.acquire();
+        self.head.acquire_for_fork();
     }
 
     /// Releases the lock taken by [`LiveList::lock_for_fork`].
     pub(crate) fn unlock_for_fork(&self) {
-        self.lock.release();
+        self.head.release_after_fork();
     }
 
     /// Calls `f` with the header of every block in the list, holding the lock
     /// (so `f` must not allocate: it copies into pre-reserved space).
     pub(crate) fn walk(&self, mut f: impl FnMut(&Header)) {
-        let _g = self.lock.lock();
-        // SAFETY: we hold the lock, so every block in the list stays recorded
-        // (a free unlinks under this lock before releasing the memory).
-        let mut cur = unsafe { *self.head.get() };
+        let head = self.head.lock();
+        // Every block in the list stays recorded while we hold the lock (a
+        // free unlinks under this lock before releasing the memory).
+        let mut cur = *head;
         while cur != 0 {
             // SAFETY: as above.
             let h = unsafe { header::read(cur as *mut u8) };

@@ -25,8 +25,8 @@ mod record;
 mod registry;
 mod sampling;
 mod sites;
-mod spin;
 mod stack;
+mod sync;
 mod tracker;
 
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub(crate) use guard::Guard;
 pub(crate) use record::{est_bytes, est_count};
 pub(crate) use sampling::current_interval;
 pub(crate) use sites::OTHER_FRAME;
-pub(crate) use spin::SpinLock;
+pub(crate) use sync::RawSpinLock as SpinLock;
 
 /// Registers the recorder's fork handlers now if no recorded event has yet
 /// (the query side registers its own after these, so that its `prepare`
@@ -79,6 +79,7 @@ pub(crate) struct HeapView {
 /// smaller than allocated minus freed for a moment, never larger than
 /// allocated.)
 pub(crate) fn heap_view() -> HeapView {
+    fork::install();
     let (stacks, labels) = sites::all_sites();
     let blocks = book::live_blocks();
     let totals = book::gather(stacks.len());
@@ -100,6 +101,7 @@ pub(crate) use stack::frame_pointers_untrusted;
 /// The raw stack of every site, indexed by site id (innermost frame first),
 /// and its label set id. Must run under the guard.
 pub(crate) fn site_stacks() -> (Vec<Arc<[usize]>>, Vec<u32>) {
+    fork::install();
     sites::all_sites()
 }
 
@@ -131,5 +133,6 @@ pub(crate) fn site_totals(nsites: usize) -> Vec<Totals> {
 /// padding, the site table (its index, its stacks, the sketch) and the thread
 /// registry.
 pub(crate) fn overhead_bytes() -> u64 {
+    fork::install();
     book::overhead_bytes() + sites::overhead_bytes() + registry::overhead_bytes()
 }

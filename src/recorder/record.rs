@@ -17,7 +17,7 @@ use super::book::{self, Book, COUNT_ONE};
 use super::guard::{self, Guard};
 use super::header::{self, Header};
 use super::stack::{self, Stack, Unwinder};
-use super::{clock, sites};
+use super::{clock, fork, sites};
 
 /// Estimated bytes a block of `size` with `weight` stands for.
 #[inline]
@@ -174,6 +174,8 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     let Some(il) = header::inner_layout(layout) else {
         return plain();
     };
+    // Before this thread takes any tracker lock.
+    fork::install();
     let book = book::current();
     let site = site_here(how, book);
     // SAFETY: `il` has a non-zero size (it includes the header).
@@ -238,6 +240,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
     let Some(il) = header::inner_layout(new_layout) else {
         return plain();
     };
+    fork::install();
     let book = book::current();
     let site = site_here(how, book);
     // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).
@@ -286,6 +289,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
             return new;
         }
     };
+    fork::install();
     let book = book::current();
     let site = site_here(how, book);
     // SAFETY: recorded blocks always have an inner layout.

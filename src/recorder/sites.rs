@@ -25,12 +25,11 @@
 //! own growth allocates, which runs under the guard (the callers hold it) and
 //! so goes straight to the inner allocator without touching a tracker lock.
 
-use std::cell::UnsafeCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::book::{Book, MAX_SITES};
-use super::spin::SpinLock;
+use super::sync::SpinLock;
 use super::stack::Stack;
 
 /// The raw "return address" of the overflow site's only frame. No code lives
@@ -113,25 +112,14 @@ struct Inner {
     any_folded: bool,
 }
 
-struct Table {
-    lock: SpinLock,
-    inner: UnsafeCell<Inner>,
-}
-
-// SAFETY: `inner` is only touched by the holder of `lock`.
-unsafe impl Sync for Table {}
-
-static TABLE: Table = Table {
-    lock: SpinLock::new(),
-    inner: UnsafeCell::new(Inner {
+static TABLE: SpinLock<Inner> = SpinLock::new(Inner {
         stacks: Vec::new(),
         labels: Vec::new(),
         hashes: Vec::new(),
         index: Vec::new(),
         folded: [0; HLL_M],
         any_folded: false,
-    }),
-};
+});
 
 /// The tracker's `max_label_sets`, noted by every recorded event (so the
 /// query side, which interns label sets, knows it); 0 = not seen yet.
@@ -168,9 +156,7 @@ fn key_hash(stack_hash: u64, labels: u32) -> u64 {
 /// Runs `f` on the table with its lock held. Must run under the guard if `f`
 /// may allocate.
 fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
-    let _g = TABLE.lock.lock();
-    // SAFETY: we hold the lock, so no one else touches the table.
-    f(unsafe { &mut *TABLE.inner.get() })
+    f(&mut TABLE.lock())
 }
 
 /// The site id of (`stack`, `labels`), interning it if new, or 0 once
@@ -390,12 +376,12 @@ pub(crate) fn overhead_bytes() -> u64 {
 
 /// Takes the table's lock for a fork (`fork::prepare`).
 pub(crate) fn lock() {
-    TABLE.lock.acquire();
+    TABLE.acquire_for_fork();
 }
 
 /// Releases the lock taken by [`lock`].
 pub(crate) fn unlock() {
-    TABLE.lock.release();
+    TABLE.release_after_fork();
 }
 
 #[cfg(test)]
