@@ -108,3 +108,54 @@ fn restore_guard() {
     let busy = WAS_BUSY.load(Relaxed) != 0;
     let _ = STATE.try_with(|s| s.busy.set(busy));
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::super::{guard::STATE, registry};
+    use super::install;
+
+    #[test]
+    fn a_forked_child_forgets_the_parents_threads() {
+        // Another thread, registered and alive across the fork.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            STATE.with(registry::register);
+            ready_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        ready_rx.recv().unwrap();
+        // As `sampling::decide` does before a thread registers.
+        install();
+        STATE.with(registry::register);
+        assert!(registry::with_threads(|t| t.iter().count()) >= 2);
+        // SAFETY: the child only reads the registry and its own thread state
+        // (no allocation, no lock another thread could hold) and leaves with
+        // `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let empty = registry::with_threads(|t| t.iter().count()) == 0;
+            let again = STATE.with(|s| s.registered.get() == 0);
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(if empty && again { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "child died: status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "child saw the parent's threads"
+        );
+        // The parent keeps its own registrations.
+        assert!(
+            STATE
+                .with(|s| registry::with_threads(|t| t.iter().any(|r| std::ptr::eq(r, &s.remote))))
+        );
+    }
+}

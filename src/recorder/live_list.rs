@@ -19,11 +19,13 @@ pub(crate) struct LiveList {
 }
 
 impl LiveList {
+    super::sync::maybe_const_fn! {
     /// An empty list (all-zero bytes are one too: books are allocated zeroed).
-    pub(crate) const fn new() -> LiveList {
+    pub(crate) fn new() -> LiveList {
         LiveList {
             head: SpinLock::new(0),
         }
+    }
     }
 
     /// Writes the header `h` of a recorded block below `user` (a new one, or

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::book::{Book, MAX_SITES};
-use super::sync::SpinLock;
 use super::stack::Stack;
+use super::sync::SpinLock;
 
 /// The raw "return address" of the overflow site's only frame. No code lives
 /// at the top of the address space, so no captured stack contains it; the
@@ -113,12 +113,12 @@ struct Inner {
 }
 
 static TABLE: SpinLock<Inner> = SpinLock::new(Inner {
-        stacks: Vec::new(),
-        labels: Vec::new(),
-        hashes: Vec::new(),
-        index: Vec::new(),
-        folded: [0; HLL_M],
-        any_folded: false,
+    stacks: Vec::new(),
+    labels: Vec::new(),
+    hashes: Vec::new(),
+    index: Vec::new(),
+    folded: [0; HLL_M],
+    any_folded: false,
 });
 
 /// The tracker's `max_label_sets`, noted by every recorded event (so the

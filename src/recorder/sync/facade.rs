@@ -35,3 +35,46 @@ macro_rules! maybe_const_fn {
     };
 }
 pub(crate) use maybe_const_fn;
+
+/// Takes a lock flag if it is free: one `xchg` (a `swap` with `Acquire`).
+///
+/// (loom's version is a `compare_exchange`, the same operation as far as the
+/// lock is concerned, since a failed swap writes back the `true` it read;
+/// but loom 0.7 mis-orders the stores of failed swaps and reports even a
+/// textbook spin lock as a livelock.)
+#[inline(always)]
+pub(crate) fn try_take(flag: &atomic::AtomicBool) -> bool {
+    !flag.swap(true, atomic::Ordering::Acquire)
+}
+
+/// How a spin lock's waiters wait: here, by spinning, then yielding (a
+/// system call, no allocation, so usable inside the allocator); nothing to
+/// wake. In the loom models a waiter yields to the other model threads and
+/// goes straight back to `try_take`: loom lets a relaxed load return the
+/// old `true` for ever (a processor does not), so a wait that tests with a
+/// load would never end there.
+#[derive(Debug)]
+pub(crate) struct Waiters;
+
+impl Waiters {
+    pub(crate) const fn new() -> Waiters {
+        Waiters
+    }
+
+    /// One step of waiting; `spins` counts the steps so far. True if the
+    /// waiter should try to take the lock at once rather than test it
+    /// again (never here).
+    #[inline(always)]
+    pub(crate) fn wait(&self, spins: u32) -> bool {
+        if spins < 100 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        false
+    }
+
+    /// After a release: nothing (waiters spin).
+    #[inline(always)]
+    pub(crate) fn wake(&self) {}
+}

@@ -17,10 +17,11 @@ mod facade;
 mod holder;
 mod spin;
 
+pub(crate) use facade::maybe_const_fn;
 pub(crate) use holder::{forget_holder, hold_for_fork};
 pub(crate) use spin::{RawSpinLock, SpinLock};
 
 #[cfg(all(test, loom))]
-mod loom_spin;
-#[cfg(all(test, loom))]
 mod loom_protocols;
+#[cfg(all(test, loom))]
+mod loom_spin;

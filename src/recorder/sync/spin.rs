@@ -13,19 +13,30 @@
 //! thread that `holder::holds_all` names is entered without acquiring it (it
 //! is already this thread's), and left without releasing it.
 
-use super::facade::atomic::{AtomicBool, Ordering::*};
-use super::facade::cell::UnsafeCell;
+use super::facade::{
+    self,
+    atomic::{AtomicBool, Ordering::*},
+    cell::UnsafeCell,
+};
 use super::holder;
 
 /// A spin lock with no data of its own.
 #[derive(Debug)]
-pub(crate) struct RawSpinLock(AtomicBool);
+pub(crate) struct RawSpinLock {
+    held: AtomicBool,
+    /// Nothing in the normal build (a zero-sized type); in the loom models,
+    /// what a waiter blocks on until a release (see `facade::Waiters`).
+    waiters: facade::Waiters,
+}
 
 impl RawSpinLock {
     super::facade::maybe_const_fn! {
         /// An unlocked lock (all-zero bytes are one too).
         pub(crate) fn new() -> RawSpinLock {
-            RawSpinLock(AtomicBool::new(false))
+            RawSpinLock {
+                held: AtomicBool::new(false),
+                waiters: facade::Waiters::new(),
+            }
         }
     }
 
@@ -33,7 +44,7 @@ impl RawSpinLock {
     #[inline(always)]
     pub(crate) fn lock(&self) -> RawGuard<'_> {
         // The uncontended case is all that runs inline.
-        let owned = !self.0.swap(true, Acquire) || self.acquire_contended();
+        let owned = facade::try_take(&self.held) || self.acquire_contended();
         RawGuard { lock: self, owned }
     }
 
@@ -41,7 +52,7 @@ impl RawSpinLock {
     /// [`RawSpinLock::release`] (for the fork handlers, which take it in one
     /// function and release it in another).
     pub(crate) fn acquire(&self) {
-        if self.0.swap(true, Acquire) {
+        if !facade::try_take(&self.held) {
             self.wait();
         }
     }
@@ -62,16 +73,15 @@ impl RawSpinLock {
     fn wait(&self) {
         let mut spins = 0u32;
         loop {
-            while self.0.load(Relaxed) {
+            // Test before test-and-set: a relaxed load keeps the cache line
+            // shared while the lock is held.
+            while self.held.load(Relaxed) {
                 spins = spins.saturating_add(1);
-                if spins < 100 {
-                    std::hint::spin_loop();
-                } else {
-                    // A syscall, no allocation: safe inside the allocator.
-                    yield_now();
+                if self.waiters.wait(spins) {
+                    break;
                 }
             }
-            if !self.0.swap(true, Acquire) {
+            if facade::try_take(&self.held) {
                 return;
             }
         }
@@ -80,24 +90,15 @@ impl RawSpinLock {
     /// Releases a lock taken with [`RawSpinLock::acquire`].
     #[inline(always)]
     pub(crate) fn release(&self) {
-        self.0.store(false, Release);
+        self.held.store(false, Release);
+        self.waiters.wake();
     }
 
     /// Marks the lock free without any ordering: for a forked child, whose
     /// only thread is the one that took it in `prepare`.
     pub(crate) fn reset(&self) {
-        self.0.store(false, Relaxed);
+        self.held.store(false, Relaxed);
     }
-}
-
-#[cfg(not(loom))]
-fn yield_now() {
-    std::thread::yield_now();
-}
-
-#[cfg(loom)]
-fn yield_now() {
-    loom::thread::yield_now();
 }
 
 /// Holds a [`RawSpinLock`] until dropped.
