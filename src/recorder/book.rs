@@ -240,6 +240,7 @@ impl Book {
         // A Fibonacci hash of the address spreads blocks evenly whatever
         // their size and alignment.
         let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        debug_assert!((shard as usize) < SHARDS);
         &self.lists[shard as usize]
     }
 }

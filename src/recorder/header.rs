@@ -79,6 +79,14 @@ impl Header {
         weight: f32,
         birth_us: u64,
     ) -> Header {
+        // The packed fields must not lose bits: sizes fit 48 bits (no
+        // allocation reaches 2^48 bytes), the offset 16 (at most `pad(2048)`).
+        debug_assert!(size as u64 <= LOW48, "size {size} overflows 48 bits");
+        debug_assert!(off <= u16::MAX as usize, "offset {off} overflows 16 bits");
+        debug_assert!(
+            off >= HEADER_SIZE,
+            "offset {off} leaves no room for the header"
+        );
         Header {
             prev: 0,
             next: 0,
@@ -147,18 +155,31 @@ pub(crate) fn inner_layout(layout: Layout) -> Option<Layout> {
 /// not within 8 bytes of a page start.
 #[inline]
 pub(crate) fn choose_off(base: usize, align: usize) -> usize {
-    if align <= 8 {
+    let off = if align <= 8 {
         // HEADER_SIZE is a multiple of 16, so this makes base + off = 8 mod 16.
-        return HEADER_SIZE + (8usize.wrapping_sub(base) & 15);
-    }
-    let off = off_min(align);
-    if (base + off) % PAGE < 8 {
+        HEADER_SIZE + (8usize.wrapping_sub(base) & 15)
+    } else if (base + off_min(align)) % PAGE < 8 {
         // One step of `align` (at least 16) moves the page offset to at
         // least 16.
-        off + align
+        off_min(align) + align
     } else {
-        off
-    }
+        off_min(align)
+    };
+    // The invariants of the module docs, checked where they are made.
+    debug_assert!(
+        off >= HEADER_SIZE && off <= pad(align),
+        "offset {off} outside the padding"
+    );
+    debug_assert!((base + off) % align.max(1) == 0, "user pointer misaligned");
+    debug_assert!(
+        (base + off) % PAGE >= 8,
+        "header's last word in another page"
+    );
+    debug_assert!(
+        align > 8 || (base + off) % 16 == 8,
+        "small block not at 8 mod 16"
+    );
+    off
 }
 
 /// The per-process secret mixed into every magic word; 0 until the first
@@ -492,6 +513,7 @@ mod miri_table {
 /// `user` must be a recorded block (see [`is_recorded`]).
 #[inline]
 pub(crate) unsafe fn read_fixed(user: *mut u8) -> Header {
+    debug_assert!(user as usize % PAGE >= 8, "not a recorded pointer");
     /// The header after its links, field for field.
     #[repr(C)]
     #[derive(Clone, Copy)]

@@ -38,6 +38,7 @@ impl LiveList {
     #[inline(always)]
     pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
         let mut head_of = self.head.lock();
+        debug_assert!(user != 0 && user != *head_of, "linking a block twice");
         // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
         // list; the caller vouches for `user`.
         unsafe {
@@ -62,6 +63,7 @@ impl LiveList {
     #[inline(always)]
     pub(crate) unsafe fn unlink(&self, user: usize) {
         let mut head = self.head.lock();
+        debug_assert!(*head != 0, "unlinking from an empty list");
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
         unsafe {
             let (prev, next) = header::links(user);
