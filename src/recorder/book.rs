@@ -19,7 +19,7 @@
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
-use super::guard::Guard;
+use super::guard::{Guard, Held};
 use super::live_list::LiveList;
 use super::sync::RawSpinLock;
 
@@ -98,8 +98,8 @@ static POOL: RawSpinLock = RawSpinLock::new();
 
 impl Book {
     /// A fresh book, leaked. Returns `None` if the inner allocator is out of
-    /// memory. Must run under the guard (the allocation is then unrecorded).
-    fn new(index: u16, shared: bool) -> Option<&'static Book> {
+    /// memory. Under the guard (the allocation is then unrecorded).
+    fn new(index: u16, shared: bool, _: Held<'_>) -> Option<&'static Book> {
         // Allocated zeroed rather than built on the stack: a book is ~48 KiB,
         // too much to put on the stack of whatever code is allocating.
         let layout = std::alloc::Layout::new::<Book>();
@@ -317,7 +317,10 @@ fn acquire() -> &'static Book {
     // Creating a book and registering the exit hook allocate: unrecorded.
     // (The fork handlers are in place: `record` installs them before the
     // first recorded event, and a free of a recorded block comes after one.)
-    let _guard = Guard::enter();
+    Guard::with(acquire_held)
+}
+
+fn acquire_held(held: Held<'_>) -> &'static Book {
     let exiting = CURRENT.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.
@@ -339,7 +342,7 @@ fn acquire() -> &'static Book {
             Some(b) => b,
             None if n.max(1) < MAX_BOOKS => {
                 let i = n.max(1);
-                let Some(b) = Book::new(i as u16, false) else {
+                let Some(b) = Book::new(i as u16, false, held) else {
                     return shared();
                 };
                 BOOKS[i].store(b as *const Book as *mut Book, Release);

@@ -100,7 +100,42 @@ pub(crate) struct Guard {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+/// Proof that the calling thread holds the reentrancy guard, taken by every
+/// function that must run under it (it allocates, or takes a lock that is
+/// held while allocating): only [`Guard`] makes one, and it can neither leave
+/// the thread nor outlive the guard. So "must run under the guard" is checked
+/// by the compiler, not by a comment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held<'g> {
+    _guard: std::marker::PhantomData<&'g Guard>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Held<'_> {
+    fn new() -> Self {
+        debug_assert!(STATE.try_with(|s| s.busy.get()).unwrap_or(true));
+        Held {
+            _guard: std::marker::PhantomData,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
 impl Guard {
+    /// The proof that this guard is held, for as long as it is borrowed.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> Held<'_> {
+        Held::new()
+    }
+
+    /// Runs `f` with the guard held and its proof: taken here, or, if this
+    /// thread already holds it (nested tracker code), held by the outer
+    /// guard, which outlives this call.
+    pub(crate) fn with<R>(f: impl for<'g> FnOnce(Held<'g>) -> R) -> R {
+        let _g = Guard::enter();
+        f(Held::new())
+    }
+
     /// Takes the guard, or `None` if this thread already holds it.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {

@@ -68,7 +68,8 @@ pub(crate) struct HeapView {
     pub(crate) folded_stacks: u64,
 }
 
-/// Copies the recorder's state. Must run under the guard.
+/// Copies the recorder's state (under the guard, taken here if the caller
+/// does not hold it).
 ///
 /// **Consistent per site:** every block in `blocks` of a site in `stacks` is
 /// counted in that site's `totals`, so live <= total whatever other threads
@@ -80,7 +81,7 @@ pub(crate) struct HeapView {
 /// allocated.)
 pub(crate) fn heap_view() -> HeapView {
     fork::install();
-    let (stacks, labels) = sites::all_sites();
+    let (stacks, labels) = Guard::with(sites::all_sites);
     let blocks = book::live_blocks();
     let totals = book::gather(stacks.len());
     let folded_stacks = sites::folded_stacks();
@@ -99,10 +100,10 @@ pub(crate) fn heap_view() -> HeapView {
 pub(crate) use stack::frame_pointers_untrusted;
 
 /// The raw stack of every site, indexed by site id (innermost frame first),
-/// and its label set id. Must run under the guard.
+/// and its label set id (under the guard, taken here if need be).
 pub(crate) fn site_stacks() -> (Vec<Arc<[usize]>>, Vec<u32>) {
     fork::install();
-    sites::all_sites()
+    Guard::with(sites::all_sites)
 }
 
 /// This thread's label set id (0 = none): what its recorded allocations

@@ -14,7 +14,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use super::book::{self, Book, COUNT_ONE};
-use super::guard::{self, Guard};
+use super::guard::{self, Guard, Held};
 use super::header::{self, Header};
 use super::stack::{self, Stack, Unwinder};
 use super::{clock, fork, sites};
@@ -53,11 +53,11 @@ pub(crate) struct Recording {
 /// Captures the stack and finds its site: (stack, this thread's label set).
 /// Under the guard. The only place the allocation path reads the label id.
 #[inline(always)]
-fn site_here(how: Recording, book: &Book) -> u32 {
+fn site_here(how: Recording, book: &Book, held: Held<'_>) -> u32 {
     let mut stack = Stack::new();
     stack::capture(how.unwinder, &mut stack);
     sites::note_label_cap(how.max_label_sets);
-    sites::site_of(&stack, guard::labels(), book, how.max_sites)
+    sites::site_of(&stack, guard::labels(), book, how.max_sites, held)
 }
 
 /// Writes the header of a freshly placed block, counts it and links it.
@@ -168,7 +168,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
             inner.alloc(layout)
         }
     };
-    let Some(_guard) = Guard::enter() else {
+    let Some(guard) = Guard::enter() else {
         return plain();
     };
     let Some(il) = header::inner_layout(layout) else {
@@ -177,7 +177,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     // Before this thread takes any tracker lock.
     fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: `il` has a non-zero size (it includes the header).
     let base = unsafe {
         if zeroed {
@@ -232,7 +232,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
 ) -> *mut u8 {
     // SAFETY: the caller's contract.
     let plain = || unsafe { inner.realloc(ptr, layout, new_size) };
-    let Some(_guard) = Guard::enter() else {
+    let Some(guard) = Guard::enter() else {
         return plain();
     };
     // SAFETY: `new_size` with the old alignment is a valid layout (caller's contract).
@@ -242,7 +242,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
     };
     fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).
     let base = unsafe { inner.realloc(ptr, layout, il.size()) };
     if base.is_null() {
@@ -277,7 +277,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
     // SAFETY: valid layout by the caller's contract.
     let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
     let new_il = header::inner_layout(new_layout);
-    let (Some(weight), Some(new_il), Some(_g)) = (weight, new_il, guard) else {
+    let (Some(weight), Some(new_il), Some(guard)) = (weight, new_il, guard) else {
         // Out of the books: a plain block, a copy, and a recorded free.
         // SAFETY: valid layout; then both blocks are live for the copy.
         unsafe {
@@ -291,7 +291,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
     };
     fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: recorded blocks always have an inner layout.
     let old_il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
     // SAFETY: `ptr` is recorded (caller's contract).

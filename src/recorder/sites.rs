@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::book::{Book, MAX_SITES};
+use super::guard::Held;
 use super::stack::Stack;
 use super::sync::SpinLock;
 
@@ -162,18 +163,24 @@ fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
 /// The site id of (`stack`, `labels`), interning it if new, or 0 once
 /// `max_sites` sites exist. Must run under the guard.
 #[inline(always)]
-pub(crate) fn site_of(stack: &Stack, labels: u32, book: &Book, max_sites: u32) -> u32 {
+pub(crate) fn site_of(
+    stack: &Stack,
+    labels: u32,
+    book: &Book,
+    max_sites: u32,
+    held: Held<'_>,
+) -> u32 {
     let hash = key_hash(stack.hash(), labels);
     match book.cached_site(hash) {
         Some(site) => site,
-        None => miss(stack, labels, hash, book, max_sites),
+        None => miss(stack, labels, hash, book, max_sites, held),
     }
 }
 
 /// A key this thread has not recorded lately: the shared table.
 #[cold]
 #[inline(never)]
-fn miss(stack: &Stack, labels: u32, hash: u64, book: &Book, max_sites: u32) -> u32 {
+fn miss(stack: &Stack, labels: u32, hash: u64, book: &Book, max_sites: u32, _: Held<'_>) -> u32 {
     let (site, lasting) =
         locked(|t| t.intern_or_not(stack.addrs(), labels, hash, max_sites as usize));
     if lasting {
@@ -342,7 +349,7 @@ fn finalize(mut x: u64) -> u64 {
 /// A copy of the id -> stack list (cheap: `Arc` clones) and of the id ->
 /// label id list, read together. Must run under the guard. Before any
 /// stack is interned, the lists are just the overflow site.
-pub(crate) fn all_sites() -> (Vec<Arc<[usize]>>, Vec<u32>) {
+pub(crate) fn all_sites(_: Held<'_>) -> (Vec<Arc<[usize]>>, Vec<u32>) {
     let (stacks, labels) = locked(|t| {
         let stacks: Vec<Arc<[usize]>> = t.stacks.iter_mut().map(Stored::share).collect();
         (stacks, t.labels.clone())
