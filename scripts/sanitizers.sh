@@ -40,7 +40,9 @@ asan() {
     # purpose (they live as long as the process), and so are the tests'
     # deliberate leaks.
     export RUSTFLAGS="-Zsanitizer=address --cfg leakscope_asan $FP"
-    export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0"
+    # allocator_may_return_null=1: an allocation ASan cannot satisfy returns
+    # null, as the system allocator does (tests/recorder_oom.rs needs that).
+    export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1"
     local dir=target/sanitizers/asan
     # Left out by name:
     # - tests/max_sites.rs measures the process's RSS growth, which ASan's
