@@ -170,7 +170,10 @@ pub(crate) fn choose_off(base: usize, align: usize) -> usize {
         off >= HEADER_SIZE && off <= pad(align),
         "offset {off} outside the padding"
     );
-    debug_assert!((base + off).is_multiple_of(align.max(1)), "user pointer misaligned");
+    debug_assert!(
+        (base + off).is_multiple_of(align.max(1)),
+        "user pointer misaligned"
+    );
     debug_assert!(
         (base + off) % PAGE >= 8,
         "header's last word in another page"
