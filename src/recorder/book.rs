@@ -81,9 +81,9 @@ pub(crate) struct Book {
     pad_free: AtomicU64,
 }
 
-// SAFETY: `cache` is only touched by the owning thread while `in_use` says it
-// owns the book (and never for the shared book); the lists are `Sync`;
-// everything else is atomic.
+// SAFETY: `cache` is only touched through `Own`, which only `current` makes,
+// on the thread that owns the book (`in_use`), and never for the shared
+// book; the lists are `Sync`; everything else is atomic.
 unsafe impl Sync for Book {}
 
 static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] =
@@ -213,13 +213,51 @@ impl Book {
         }
     }
 
+    /// The list that holds (or will hold) the block at `user`.
+    #[inline(always)]
+    pub(crate) fn list_of(&self, user: usize) -> &LiveList {
+        // A Fibonacci hash of the address spreads blocks evenly whatever
+        // their size and alignment.
+        let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        debug_assert!((shard as usize) < SHARDS);
+        &self.lists[shard as usize]
+    }
+}
+
+/// This thread's own book (what [`current`] returns): the only handle to
+/// the book's owner-only site cache, and it cannot leave the thread (not
+/// `Send`). Other threads reach a book through [`by_index`], a plain `&Book`
+/// without the cache.
+#[derive(Clone, Copy)]
+pub(crate) struct Own {
+    book: &'static Book,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::ops::Deref for Own {
+    type Target = Book;
+    #[inline(always)]
+    fn deref(&self) -> &Book {
+        self.book
+    }
+}
+
+impl Own {
+    #[inline(always)]
+    fn new(book: &'static Book) -> Own {
+        Own {
+            book,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
     /// Looks `hash` up in this thread's site cache.
     #[inline(always)]
     pub(crate) fn cached_site(&self, hash: u64) -> Option<u32> {
         if self.shared {
             return None;
         }
-        // SAFETY: only the owning thread touches the cache (type invariant).
+        // SAFETY: only the owning thread touches the cache (`Own`).
         let cache = unsafe { &*self.cache.get() };
         let (h, site) = cache[(hash as usize) % CACHE];
         (h == hash).then_some(site)
@@ -229,19 +267,9 @@ impl Book {
         if self.shared {
             return;
         }
-        // SAFETY: only the owning thread touches the cache (type invariant).
+        // SAFETY: only the owning thread touches the cache (`Own`).
         let cache = unsafe { &mut *self.cache.get() };
         cache[(hash as usize) % CACHE] = (hash, site);
-    }
-
-    /// The list that holds (or will hold) the block at `user`.
-    #[inline(always)]
-    pub(crate) fn list_of(&self, user: usize) -> &LiveList {
-        // A Fibonacci hash of the address spreads blocks evenly whatever
-        // their size and alignment.
-        let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
-        debug_assert!((shard as usize) < SHARDS);
-        &self.lists[shard as usize]
     }
 }
 
@@ -300,15 +328,17 @@ thread_local! {
 /// This thread's book, acquiring one on first use (under the guard, which
 /// `acquire` takes itself).
 #[inline(always)]
-pub(crate) fn current() -> &'static Book {
+pub(crate) fn current() -> Own {
     let p = CURRENT
         .try_with(|s| s.book.get())
         .unwrap_or(std::ptr::null());
     if !p.is_null() {
-        // SAFETY: the pointer was set by `acquire` to a leaked, never-freed book.
-        return unsafe { &*p };
+        // SAFETY: the pointer was set by `acquire` to a leaked, never-freed
+        // book, which this thread owns (`in_use`) until its exit hook runs
+        // and clears the pointer.
+        return Own::new(unsafe { &*p });
     }
-    acquire()
+    Own::new(acquire())
 }
 
 #[cold]

@@ -13,7 +13,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use super::book::{self, Book, COUNT_ONE};
+use super::book::{self, Book, COUNT_ONE, Own};
 use super::guard::{self, Guard, Held};
 use super::header::{self, Header};
 use super::stack::{self, Stack, Unwinder};
@@ -53,7 +53,7 @@ pub(crate) struct Recording {
 /// Captures the stack and finds its site: (stack, this thread's label set).
 /// Under the guard. The only place the allocation path reads the label id.
 #[inline(always)]
-fn site_here(how: Recording, book: &Book, held: Held<'_>) -> u32 {
+fn site_here(how: Recording, book: Own, held: Held<'_>) -> u32 {
     let mut stack = Stack::new();
     stack::capture(how.unwinder, &mut stack);
     sites::note_label_cap(how.max_label_sets);
@@ -193,7 +193,17 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     // SAFETY: `off + layout.size() <= il.size()` (see `header::pad`).
     let user = unsafe { base.add(off) };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, layout.size(), off, layout.align(), site, weight, book) };
+    unsafe {
+        book_new(
+            user,
+            layout.size(),
+            off,
+            layout.align(),
+            site,
+            weight,
+            &book,
+        )
+    };
     user
 }
 
@@ -256,7 +266,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
         user
     };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, &book) };
     user
 }
 
@@ -315,6 +325,6 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
         user
     };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, &book) };
     user
 }

@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use super::book::{Book, MAX_SITES};
+use super::book::{MAX_SITES, Own};
 use super::guard::Held;
 use super::stack::Stack;
 use super::sync::SpinLock;
@@ -166,7 +166,7 @@ fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
 pub(crate) fn site_of(
     stack: &Stack,
     labels: u32,
-    book: &Book,
+    book: Own,
     max_sites: u32,
     held: Held<'_>,
 ) -> u32 {
@@ -180,7 +180,7 @@ pub(crate) fn site_of(
 /// A key this thread has not recorded lately: the shared table.
 #[cold]
 #[inline(never)]
-fn miss(stack: &Stack, labels: u32, hash: u64, book: &Book, max_sites: u32, _: Held<'_>) -> u32 {
+fn miss(stack: &Stack, labels: u32, hash: u64, book: Own, max_sites: u32, _: Held<'_>) -> u32 {
     let (site, lasting) =
         locked(|t| t.intern_or_not(stack.addrs(), labels, hash, max_sites as usize));
     if lasting {
