@@ -584,9 +584,13 @@ pub(crate) unsafe fn clear_magic(user: *mut u8) {
 /// `user` must be a recorded block and the caller must hold its list's lock.
 #[inline]
 pub(crate) unsafe fn links(user: usize) -> (usize, usize) {
+    const _: () = assert!(std::mem::offset_of!(Header, next) == 8);
+    // Only the two words (the safe unlink reads a neighbour's links on every
+    // recorded free): `prev` and `next` are the header's first fields.
     // SAFETY: guaranteed by the caller.
-    let h = unsafe { read(user as *mut u8) };
-    (h.prev, h.next)
+    let [prev, next] =
+        unsafe { std::ptr::read_unaligned((user - HEADER_SIZE) as *const [usize; 2]) };
+    (prev, next)
 }
 
 /// # Safety
