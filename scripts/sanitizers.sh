@@ -43,6 +43,10 @@ asan() {
     # null, as the system allocator does (tests/recorder_oom.rs needs that).
     export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0:allocator_may_return_null=1"
     local dir=target/sanitizers/asan
+    # The fork tests give each child 5 s; an instrumented debug child on a
+    # loaded machine was seen to need more (1 child of 200, load average
+    # 8-11). 30 s: slow is not hung, and a deadlocked child stays hung.
+    export LEAKSCOPE_FORK_DEADLINE_SECS=30
     # Left out by name:
     # - tests/max_sites.rs measures the process's RSS growth, which ASan's
     #   quarantine (freed memory kept poisoned, not returned) and shadow
@@ -73,7 +77,7 @@ asan() {
         *) echo "FAIL: global_slice_leak under ASan: top site is not generate_string" >&2
            printf '%s\n' "$out" >&2; return 1 ;;
     esac
-    unset RUSTFLAGS ASAN_OPTIONS
+    unset RUSTFLAGS ASAN_OPTIONS LEAKSCOPE_FORK_DEADLINE_SECS
 }
 
 tsan() {
