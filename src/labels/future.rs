@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use super::Restore;
+use super::restore::Restore;
 use crate::profile::labels;
 use crate::recorder;
 

@@ -9,11 +9,13 @@
 mod future;
 #[cfg(feature = "tracing")]
 pub(crate) mod layer;
+mod restore;
 
 pub use future::{Labeled, WithLabels};
 
 use crate::profile::labels;
 use crate::recorder;
+use restore::Restore;
 
 /// Runs `f` with `labels` added to this thread's labels: allocations
 /// recorded while it runs carry them, and so do their frees, whichever
@@ -43,14 +45,4 @@ pub fn with_labels<R>(labels: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
     let id = labels::intern(labels, recorder::current_labels());
     let _restore = Restore(recorder::swap_labels(id));
     f()
-}
-
-/// Puts a thread's previous label set id back when dropped (on return and
-/// on unwind alike).
-pub(crate) struct Restore(pub(crate) u32);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        recorder::swap_labels(self.0);
-    }
 }

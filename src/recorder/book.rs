@@ -19,9 +19,9 @@
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
-use super::guard::Guard;
+use super::guard::{Guard, Held};
 use super::live_list::LiveList;
-use super::spin::SpinLock;
+use super::sync::RawSpinLock;
 
 /// Sites per counter chunk.
 const CHUNK: usize = 256;
@@ -81,9 +81,9 @@ pub(crate) struct Book {
     pad_free: AtomicU64,
 }
 
-// SAFETY: `cache` is only touched by the owning thread while `in_use` says it
-// owns the book (and never for the shared book); the lists are `Sync`;
-// everything else is atomic.
+// SAFETY: `cache` is only touched through `Own`, which only `current` makes,
+// on the thread that owns the book (`in_use`), and never for the shared
+// book; the lists are `Sync`; everything else is atomic.
 unsafe impl Sync for Book {}
 
 static BOOKS: [AtomicPtr<Book>; MAX_BOOKS] =
@@ -92,13 +92,14 @@ static BOOK_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises creating and handing out books (rare: once per thread).
 /// Lock order: `POOL` is taken alone; nothing else is locked while it is held.
 /// A spin lock rather than a mutex so the fork handlers can hold it across a
-/// fork (see `fork`).
-static POOL: SpinLock = SpinLock::new();
+/// fork (see `fork`). A raw one: what it serialises (`BOOKS`, `BOOK_COUNT`,
+/// the `in_use` flags) is read without it, through atomics.
+static POOL: RawSpinLock = RawSpinLock::new();
 
 impl Book {
     /// A fresh book, leaked. Returns `None` if the inner allocator is out of
-    /// memory. Must run under the guard (the allocation is then unrecorded).
-    fn new(index: u16, shared: bool) -> Option<&'static Book> {
+    /// memory. Under the guard (the allocation is then unrecorded).
+    fn new(index: u16, shared: bool, _: Held<'_>) -> Option<&'static Book> {
         // Allocated zeroed rather than built on the stack: a book is ~48 KiB,
         // too much to put on the stack of whatever code is allocating.
         let layout = std::alloc::Layout::new::<Book>();
@@ -212,13 +213,51 @@ impl Book {
         }
     }
 
+    /// The list that holds (or will hold) the block at `user`.
+    #[inline(always)]
+    pub(crate) fn list_of(&self, user: usize) -> &LiveList {
+        // A Fibonacci hash of the address spreads blocks evenly whatever
+        // their size and alignment.
+        let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
+        debug_assert!((shard as usize) < SHARDS);
+        &self.lists[shard as usize]
+    }
+}
+
+/// This thread's own book (what [`current`] returns): the only handle to
+/// the book's owner-only site cache, and it cannot leave the thread (not
+/// `Send`). Other threads reach a book through [`by_index`], a plain `&Book`
+/// without the cache.
+#[derive(Clone, Copy)]
+pub(crate) struct Own {
+    book: &'static Book,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::ops::Deref for Own {
+    type Target = Book;
+    #[inline(always)]
+    fn deref(&self) -> &Book {
+        self.book
+    }
+}
+
+impl Own {
+    #[inline(always)]
+    fn new(book: &'static Book) -> Own {
+        Own {
+            book,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+
     /// Looks `hash` up in this thread's site cache.
     #[inline(always)]
     pub(crate) fn cached_site(&self, hash: u64) -> Option<u32> {
         if self.shared {
             return None;
         }
-        // SAFETY: only the owning thread touches the cache (type invariant).
+        // SAFETY: only the owning thread touches the cache (`Own`).
         let cache = unsafe { &*self.cache.get() };
         let (h, site) = cache[(hash as usize) % CACHE];
         (h == hash).then_some(site)
@@ -228,18 +267,9 @@ impl Book {
         if self.shared {
             return;
         }
-        // SAFETY: only the owning thread touches the cache (type invariant).
+        // SAFETY: only the owning thread touches the cache (`Own`).
         let cache = unsafe { &mut *self.cache.get() };
         cache[(hash as usize) % CACHE] = (hash, site);
-    }
-
-    /// The list that holds (or will hold) the block at `user`.
-    #[inline(always)]
-    pub(crate) fn list_of(&self, user: usize) -> &LiveList {
-        // A Fibonacci hash of the address spreads blocks evenly whatever
-        // their size and alignment.
-        let shard = (user as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS);
-        &self.lists[shard as usize]
     }
 }
 
@@ -298,24 +328,29 @@ thread_local! {
 /// This thread's book, acquiring one on first use (under the guard, which
 /// `acquire` takes itself).
 #[inline(always)]
-pub(crate) fn current() -> &'static Book {
+pub(crate) fn current() -> Own {
     let p = CURRENT
         .try_with(|s| s.book.get())
         .unwrap_or(std::ptr::null());
     if !p.is_null() {
-        // SAFETY: the pointer was set by `acquire` to a leaked, never-freed book.
-        return unsafe { &*p };
+        // SAFETY: the pointer was set by `acquire` to a leaked, never-freed
+        // book, which this thread owns (`in_use`) until its exit hook runs
+        // and clears the pointer.
+        return Own::new(unsafe { &*p });
     }
-    acquire()
+    Own::new(acquire())
 }
 
 #[cold]
 #[inline(never)]
 fn acquire() -> &'static Book {
     // Creating a book and registering the exit hook allocate: unrecorded.
-    let _guard = Guard::enter();
-    // Before this thread takes any tracker lock.
-    super::fork::install();
+    // (The fork handlers are in place: `record` installs them before the
+    // first recorded event, and a free of a recorded block comes after one.)
+    Guard::with(acquire_held)
+}
+
+fn acquire_held(held: Held<'_>) -> &'static Book {
     let exiting = CURRENT.try_with(|s| s.exiting.get()).unwrap_or(true);
     if exiting || EXIT_HOOK.try_with(|_| ()).is_err() {
         // The exit hook cannot run (again) for this thread.
@@ -337,7 +372,7 @@ fn acquire() -> &'static Book {
             Some(b) => b,
             None if n.max(1) < MAX_BOOKS => {
                 let i = n.max(1);
-                let Some(b) = Book::new(i as u16, false) else {
+                let Some(b) = Book::new(i as u16, false, held) else {
                     return shared();
                 };
                 BOOKS[i].store(b as *const Book as *mut Book, Release);

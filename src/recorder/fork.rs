@@ -17,39 +17,36 @@
 //! While the forking thread holds everything, it runs under the reentrancy
 //! guard (its allocations go to the inner allocator unrecorded, touching no
 //! tracker lock), and a lock it needs anyway (a recorded free from another
-//! library's `prepare` handler) is entered without waiting (`spin`).
+//! library's `prepare` handler) is entered without waiting (`sync`: the
+//! holder's identity lives with the locks, so they need nothing from here).
 //!
-//! Handlers are registered once per process, by the first thread to record
-//! anything or to register (before it can take any tracker lock).
+//! Handlers are registered once per process, before any tracker lock can be
+//! taken: by the recorded paths (`record`) before their first lock, by
+//! `sampling` before a thread registers, and by the query-side entry points
+//! (`recorder/mod.rs`). A free of a recorded block comes after a recorded
+//! allocation, so after the handlers.
 
 use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 use super::guard::STATE;
-
-/// The `ThreadState` address of the thread that holds every tracker lock for
-/// a fork, or 0.
-static HOLDER: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's identity for [`HOLDER`] (0 if its thread-locals are gone).
-fn me() -> usize {
-    STATE.try_with(|s| s as *const _ as usize).unwrap_or(0)
-}
-
-/// Whether this thread holds every tracker lock (between `prepare` and
-/// `parent`/`child`).
-pub(crate) fn holds_all() -> bool {
-    let holder = HOLDER.load(Relaxed);
-    holder != 0 && holder == me()
-}
+use super::sync;
 
 /// Registers the fork handlers, once per process.
 #[cfg(unix)]
+#[inline(always)]
 pub(crate) fn install() {
-    use std::sync::Once;
-    static ONCE: Once = Once::new();
-    if ONCE.is_completed() {
-        return;
+    if !ONCE.is_completed() {
+        install_once();
     }
+}
+
+#[cfg(unix)]
+static ONCE: std::sync::Once = std::sync::Once::new();
+
+#[cfg(unix)]
+#[cold]
+#[inline(never)]
+fn install_once() {
     ONCE.call_once(|| {
         // SAFETY: the handlers are `extern "C"` functions that never unwind;
         // registering them has no other effect. (glibc may allocate here:
@@ -80,12 +77,12 @@ extern "C" fn prepare() {
     super::sites::lock();
     super::registry::lock();
     super::book::lock_lists();
-    HOLDER.store(me(), Relaxed);
+    sync::hold_for_fork();
 }
 
 #[cfg(unix)]
 extern "C" fn parent() {
-    HOLDER.store(0, Relaxed);
+    sync::forget_holder();
     super::book::unlock_lists();
     super::registry::unlock();
     super::sites::unlock();
@@ -97,7 +94,7 @@ extern "C" fn parent() {
 /// other threads, then let every lock go.
 #[cfg(unix)]
 extern "C" fn child() {
-    HOLDER.store(0, Relaxed);
+    sync::forget_holder();
     super::registry::forget_other_threads();
     super::book::forget_other_threads();
     super::book::unlock_lists();
@@ -110,4 +107,55 @@ extern "C" fn child() {
 fn restore_guard() {
     let busy = WAS_BUSY.load(Relaxed) != 0;
     let _ = STATE.try_with(|s| s.busy.set(busy));
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::super::{guard::STATE, registry};
+    use super::install;
+
+    #[test]
+    fn a_forked_child_forgets_the_parents_threads() {
+        // Another thread, registered and alive across the fork.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            STATE.with(registry::register);
+            ready_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        ready_rx.recv().unwrap();
+        // As `sampling::decide` does before a thread registers.
+        install();
+        STATE.with(registry::register);
+        assert!(registry::with_threads(|t| t.iter().count()) >= 2);
+        // SAFETY: the child only reads the registry and its own thread state
+        // (no allocation, no lock another thread could hold) and leaves with
+        // `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let empty = registry::with_threads(|t| t.iter().count()) == 0;
+            let again = STATE.with(|s| s.registered.get() == 0);
+            // SAFETY: ends the child without running the parent's handlers.
+            unsafe { libc::_exit(if empty && again { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child just forked.
+        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+        done_tx.send(()).unwrap();
+        other.join().unwrap();
+        assert_eq!(waited, pid);
+        assert!(libc::WIFEXITED(status), "child died: status {status}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "child saw the parent's threads"
+        );
+        // The parent keeps its own registrations.
+        assert!(
+            STATE
+                .with(|s| registry::with_threads(|t| t.iter().any(|r| std::ptr::eq(r, &s.remote))))
+        );
+    }
 }

@@ -24,16 +24,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 pub(super) struct ThreadState {
     /// True while this thread runs tracker code; see the module docs.
     pub(super) busy: Cell<bool>,
-    /// Bytes left until the next sample; an allocation that takes it to zero
-    /// or below is sampled. Starts at 0 so a thread's first allocation takes
-    /// the slow path and seeds the sampler. Atomic only because
-    /// `set_sample_interval` on another thread may zero it (see `registry`);
-    /// the owner updates it with the equivalent of a relaxed load and store
-    /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
-    pub(super) countdown: AtomicI64,
-    /// The value of `sampling::GENERATION` the countdown was drawn under,
-    /// checked on the slow path only. Atomic for the same reason.
-    pub(super) generation: AtomicU64,
+    /// The part other threads may touch (through `registry`).
+    pub(super) remote: Remote,
     /// Whether this thread is in the `registry`: 0 not yet, 1 registered, 2
     /// removed at thread exit (never registered again).
     pub(super) registered: Cell<u8>,
@@ -53,12 +45,30 @@ pub(super) struct ThreadState {
     pub(super) labels: Cell<u32>,
 }
 
+/// The part of a thread's state that other threads may touch: atomics only,
+/// so it is `Sync` by construction, and `registry` hands out references to
+/// this part alone (the `Cell`s around it are the owner's).
+pub(super) struct Remote {
+    /// Bytes left until the next sample; an allocation that takes it to zero
+    /// or below is sampled. Starts at 0 so a thread's first allocation takes
+    /// the slow path and seeds the sampler. Atomic only because
+    /// `set_sample_interval` on another thread may zero it (see `registry`);
+    /// the owner updates it with the equivalent of a relaxed load and store
+    /// (on x86-64 one non-locked `sub` on memory, see `sampling::tick`).
+    pub(super) countdown: AtomicI64,
+    /// The value of `sampling::GENERATION` the countdown was drawn under,
+    /// checked on the slow path only. Atomic for the same reason.
+    pub(super) generation: AtomicU64,
+}
+
 thread_local! {
     pub(super) static STATE: ThreadState = const {
         ThreadState {
             busy: Cell::new(false),
-            countdown: AtomicI64::new(0),
-            generation: AtomicU64::new(0),
+            remote: Remote {
+                countdown: AtomicI64::new(0),
+                generation: AtomicU64::new(0),
+            },
             registered: Cell::new(0),
             rng: Cell::new(0),
             stack_lo: Cell::new(0),
@@ -90,7 +100,42 @@ pub(crate) struct Guard {
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
+/// Proof that the calling thread holds the reentrancy guard, taken by every
+/// function that must run under it (it allocates, or takes a lock that is
+/// held while allocating): only [`Guard`] makes one, and it can neither leave
+/// the thread nor outlive the guard. So "must run under the guard" is checked
+/// by the compiler, not by a comment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Held<'g> {
+    _guard: std::marker::PhantomData<&'g Guard>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Held<'_> {
+    fn new() -> Self {
+        debug_assert!(STATE.try_with(|s| s.busy.get()).unwrap_or(true));
+        Held {
+            _guard: std::marker::PhantomData,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
 impl Guard {
+    /// The proof that this guard is held, for as long as it is borrowed.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> Held<'_> {
+        Held::new()
+    }
+
+    /// Runs `f` with the guard held and its proof: taken here, or, if this
+    /// thread already holds it (nested tracker code), held by the outer
+    /// guard, which outlives this call.
+    pub(crate) fn with<R>(f: impl for<'g> FnOnce(Held<'g>) -> R) -> R {
+        let _g = Guard::enter();
+        f(Held::new())
+    }
+
     /// Takes the guard, or `None` if this thread already holds it.
     #[inline]
     pub(crate) fn enter() -> Option<Guard> {

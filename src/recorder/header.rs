@@ -27,7 +27,7 @@
 //! block goes back to the inner allocator (free, or a realloc that may move
 //! it), so a later unrecorded block at the same address cannot match. A false
 //! match otherwise needs the 8 bytes below an unrecorded block to equal a
-//! 64-bit value that depends on an ASLR-randomised secret.
+//! 64-bit value that depends on a secret from the kernel's random source.
 //!
 //! The inner allocator always gets back the exact layout it handed out:
 //! `(size + pad(align), align)` with the caller's own `align`, recomputable
@@ -36,6 +36,7 @@
 //! page-aligned by definition).
 
 use std::alloc::Layout;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Size of the header below each recorded user pointer.
 pub(crate) const HEADER_SIZE: usize = 48;
@@ -78,6 +79,14 @@ impl Header {
         weight: f32,
         birth_us: u64,
     ) -> Header {
+        // The packed fields must not lose bits: sizes fit 48 bits (no
+        // allocation reaches 2^48 bytes), the offset 16 (at most `pad(2048)`).
+        debug_assert!(size as u64 <= LOW48, "size {size} overflows 48 bits");
+        debug_assert!(off <= u16::MAX as usize, "offset {off} overflows 16 bits");
+        debug_assert!(
+            off >= HEADER_SIZE,
+            "offset {off} leaves no room for the header"
+        );
         Header {
             prev: 0,
             next: 0,
@@ -146,39 +155,118 @@ pub(crate) fn inner_layout(layout: Layout) -> Option<Layout> {
 /// not within 8 bytes of a page start.
 #[inline]
 pub(crate) fn choose_off(base: usize, align: usize) -> usize {
-    if align <= 8 {
+    let off = if align <= 8 {
         // HEADER_SIZE is a multiple of 16, so this makes base + off = 8 mod 16.
-        return HEADER_SIZE + (8usize.wrapping_sub(base) & 15);
-    }
-    let off = off_min(align);
-    if (base + off) % PAGE < 8 {
+        HEADER_SIZE + (8usize.wrapping_sub(base) & 15)
+    } else if (base + off_min(align)) % PAGE < 8 {
         // One step of `align` (at least 16) moves the page offset to at
         // least 16.
-        off + align
+        off_min(align) + align
     } else {
-        off
+        off_min(align)
+    };
+    // The invariants of the module docs, checked where they are made.
+    debug_assert!(
+        off >= HEADER_SIZE && off <= pad(align),
+        "offset {off} outside the padding"
+    );
+    debug_assert!(
+        (base + off).is_multiple_of(align.max(1)),
+        "user pointer misaligned"
+    );
+    debug_assert!(
+        (base + off) % PAGE >= 8,
+        "header's last word in another page"
+    );
+    debug_assert!(
+        align > 8 || (base + off) % 16 == 8,
+        "small block not at 8 mod 16"
+    );
+    off
+}
+
+/// The per-process secret mixed into every magic word; 0 until the first
+/// recorded block needs it (see [`secret_for_record`]).
+///
+/// It comes from the kernel's random source, not from an address: one
+/// leaked address would otherwise reveal it under ASLR, and with it the
+/// magic of any block, so a crafted free could be taken for a recorded one.
+/// Bit 63 is always set once initialised, so a magic (`user ^ secret`) is
+/// never 0 (the cleared state) and never a plausible user-space pointer or
+/// size.
+///
+/// Relaxed ordering suffices: the thread that records a block stores (or
+/// reads) the secret before it writes the block's header, and whoever frees
+/// the block got its pointer through some synchronisation that came after
+/// that, so its load sees the secret.
+static SECRET: AtomicU64 = AtomicU64::new(0);
+
+/// The secret for a block about to be recorded, initialised on first use:
+/// a system call, no allocation, no lock (racing initialisers agree through
+/// one compare-exchange).
+#[inline(always)]
+fn secret_for_record() -> u64 {
+    match SECRET.load(Relaxed) {
+        0 => init_secret(),
+        s => s,
     }
 }
 
-#[inline(always)]
-fn secret() -> u64 {
-    static ANCHOR: u8 = 0;
-    // The address of a static differs per run under ASLR; mixing a constant
-    // in keeps the magic from looking like a pointer or a small integer. The
-    // constant is a full 64-bit one (a `movabs` on x86-64): a sign-extended
-    // 32-bit one, which x86-64 can xor in as an immediate, would leave the
-    // top half all ones, and for blocks near the static the magic would then
-    // look like a small negative integer, a common value in user data.
-    (&ANCHOR as *const u8 as u64) ^ 0xA5C3_5A3C_96E1_F00D
+#[cold]
+#[inline(never)]
+fn init_secret() -> u64 {
+    let fresh = random_secret() | 1 << 63;
+    match SECRET.compare_exchange(0, fresh, Relaxed, Relaxed) {
+        Ok(_) => fresh,
+        Err(won) => won,
+    }
 }
 
-/// The magic word of a recorded block at `user`. Never 0 (the cleared
-/// state) and never a plausible size or pointer for a user-space address: the
-/// secret has its top bits set, which user-space pointers never have. A plain
-/// xor keeps the free path's test at two instructions beyond the load.
+/// 64 random bits from the kernel: `getrandom(2)` (non-blocking), or where
+/// that fails (very early boot, a seccomp filter, an old kernel) the 16
+/// bytes the kernel put in the auxiliary vector (`AT_RANDOM`), hashed so as
+/// not to reveal glibc's stack canary, which is taken from the same bytes.
+/// Only if neither exists: an address and the clock (the old scheme).
+fn random_secret() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let mut buf = [0u8; 8];
+        // SAFETY: `buf` is valid for 8 bytes of writes; the call allocates
+        // nothing and takes no lock.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
+        if n == 8 {
+            return u64::from_ne_bytes(buf);
+        }
+        // SAFETY: `getauxval` only reads the auxiliary vector.
+        let at_random = unsafe { libc::getauxval(libc::AT_RANDOM) } as *const [u64; 2];
+        if !at_random.is_null() {
+            // SAFETY: the kernel's AT_RANDOM entry points to 16 readable
+            // bytes, kept for the life of the process.
+            let [a, b] = unsafe { std::ptr::read_unaligned(at_random) };
+            return mix64(a) ^ mix64(b ^ 0x9E37_79B9_7F4A_7C15).rotate_left(32);
+        }
+    }
+    static ANCHOR: u8 = 0;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    mix64(&ANCHOR as *const u8 as u64 ^ now.rotate_left(29))
+}
+
+/// splitmix64's finaliser.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The magic word of a block being recorded at `user`. Never 0 (the cleared
+/// state) and never a plausible size or pointer for a user-space address
+/// (the secret's bit 63 is set). A plain xor keeps the free path's test
+/// short.
 #[inline(always)]
 pub(crate) fn magic(user: usize) -> u64 {
-    (user as u64) ^ secret()
+    (user as u64) ^ secret_for_record()
 }
 
 /// Returns true if `user` is a block this tracker recorded (and has not
@@ -206,7 +294,11 @@ pub(crate) unsafe fn is_recorded(user: *mut u8, align: usize) -> bool {
     // `word_below` for why the load is sound although those bytes are not
     // ours.
     let word = unsafe { word_below(addr) };
-    word == magic(addr)
+    // Before the first recorded block the secret is 0 and nothing matches
+    // (the test on `secret` keeps a word equal to the address itself from
+    // matching then).
+    let secret = SECRET.load(Relaxed);
+    word == (addr as u64) ^ secret && secret != 0
 }
 
 /// The 8 bytes just below `addr`, which may belong to anything (allocator
@@ -226,7 +318,11 @@ pub(crate) unsafe fn is_recorded(user: *mut u8, align: usize) -> bool {
 /// # Safety
 /// `addr - 8 .. addr` must lie in a mapped page (the same page as a live
 /// block's first byte).
-#[cfg(all(any(target_arch = "x86_64", target_arch = "aarch64"), not(miri)))]
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "aarch64"),
+    not(miri),
+    not(leakscope_asan)
+))]
 #[inline(always)]
 unsafe fn word_below(addr: usize) -> u64 {
     let word: u64;
@@ -254,6 +350,38 @@ unsafe fn word_below(addr: usize) -> u64 {
     word
 }
 
+/// Under AddressSanitizer (`scripts/sanitizers.sh` builds with
+/// `--cfg leakscope_asan`): ASan does not see the `asm!` load, so instead of
+/// hiding it, ask ASan's shadow memory first. Bytes ASan has poisoned (the
+/// left redzone every ASan allocation has, at least 16 bytes, holding its
+/// chunk header) belong to no block, so a block with them below it is not
+/// recorded (our header below a recorded block is inside our own inner
+/// allocation, never poisoned). Otherwise the 8 bytes are read with an
+/// ordinary, instrumented Rust load, which ASan checks like any other: if it
+/// ever read memory leakscope does not own, ASan would report it. So under
+/// ASan every byte the recognition reads is checked, not hidden.
+///
+/// # Safety
+/// As the other version.
+#[cfg(all(leakscope_asan, not(miri)))]
+#[inline(always)]
+unsafe fn word_below(addr: usize) -> u64 {
+    unsafe extern "C" {
+        /// ASan's interface (`sanitizer/asan_interface.h`): the first
+        /// poisoned byte of `[beg, beg + size)`, or null if none is.
+        fn __asan_region_is_poisoned(beg: *mut u8, size: usize) -> *mut u8;
+    }
+    let below = (addr - 8) as *mut u8;
+    // SAFETY: the function only reads ASan's shadow for the range, which is
+    // mapped for every application address.
+    if !unsafe { __asan_region_is_poisoned(below, 8) }.is_null() {
+        return 0;
+    }
+    // SAFETY: unpoisoned bytes right below a live block's start under ASan
+    // are a recorded block's header (see above); ASan checks the load.
+    unsafe { std::ptr::read_unaligned(below as *const u64) }
+}
+
 /// Under Miri (which cannot run `asm!`, and would rightly flag a Rust load
 /// outside the allocation), recorded blocks are also kept in a side table,
 /// and only a block the table holds has its own header read.
@@ -278,7 +406,11 @@ unsafe fn word_below(addr: usize) -> u64 {
 ///
 /// # Safety
 /// As the other version.
-#[cfg(all(not(any(target_arch = "x86_64", target_arch = "aarch64")), not(miri)))]
+#[cfg(all(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(miri),
+    not(leakscope_asan)
+))]
 #[inline(always)]
 unsafe fn word_below(addr: usize) -> u64 {
     // SAFETY: the page is mapped (caller's contract); see the doc comment.
@@ -294,10 +426,10 @@ unsafe fn word_below(addr: usize) -> u64 {
 mod miri_table {
     use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-    use super::super::spin::SpinLock;
+    use super::super::sync::RawSpinLock;
 
     const CAP: usize = 1 << 16;
-    static LOCK: SpinLock = SpinLock::new();
+    static LOCK: RawSpinLock = RawSpinLock::new();
     static SLOTS: [AtomicUsize; CAP] = [const { AtomicUsize::new(0) }; CAP];
     static LEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -370,8 +502,54 @@ mod miri_table {
     }
 }
 
+/// The header's fields that never change while the block is recorded
+/// (everything but the links), with the links left 0.
+///
+/// The free of a block reads these *before* it holds its list's lock: the
+/// links may be rewritten meanwhile by another thread that holds the lock
+/// and unlinks or links a neighbour (`set_prev`/`set_next`), so reading
+/// them here would be a data race. The bytes read here are written once,
+/// by [`write`] before the block is published, and cleared by
+/// [`clear_magic`] only by the thread that frees it.
+///
 /// # Safety
 /// `user` must be a recorded block (see [`is_recorded`]).
+#[inline]
+pub(crate) unsafe fn read_fixed(user: *mut u8) -> Header {
+    debug_assert!(user as usize % PAGE >= 8, "not a recorded pointer");
+    /// The header after its links, field for field.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Fixed {
+        birth_off: u64,
+        size_book: u64,
+        site: u32,
+        weight: f32,
+        magic: u64,
+    }
+    const LINKS: usize = std::mem::offset_of!(Header, birth_off);
+    const _: () = assert!(LINKS + std::mem::size_of::<Fixed>() == HEADER_SIZE);
+    const _: () =
+        assert!(std::mem::offset_of!(Header, magic) - LINKS == std::mem::offset_of!(Fixed, magic));
+    // SAFETY: a recorded block has HEADER_SIZE bytes of ours below `user`;
+    // `user - HEADER_SIZE + LINKS .. user` is the part after the links.
+    let f = unsafe { std::ptr::read_unaligned(user.sub(HEADER_SIZE - LINKS) as *const Fixed) };
+    Header {
+        prev: 0,
+        next: 0,
+        birth_off: f.birth_off,
+        size_book: f.size_book,
+        site: f.site,
+        weight: f.weight,
+        magic: f.magic,
+    }
+}
+
+/// The whole header, links included: only under its list's lock.
+///
+/// # Safety
+/// `user` must be a recorded block (see [`is_recorded`]) and the caller must
+/// hold its list's lock.
 #[inline]
 pub(crate) unsafe fn read(user: *mut u8) -> Header {
     // SAFETY: a recorded block has HEADER_SIZE bytes of ours below `user`.
@@ -406,9 +584,13 @@ pub(crate) unsafe fn clear_magic(user: *mut u8) {
 /// `user` must be a recorded block and the caller must hold its list's lock.
 #[inline]
 pub(crate) unsafe fn links(user: usize) -> (usize, usize) {
+    const _: () = assert!(std::mem::offset_of!(Header, next) == 8);
+    // Only the two words (the safe unlink reads a neighbour's links on every
+    // recorded free): `prev` and `next` are the header's first fields.
     // SAFETY: guaranteed by the caller.
-    let h = unsafe { read(user as *mut u8) };
-    (h.prev, h.next)
+    let [prev, next] =
+        unsafe { std::ptr::read_unaligned((user - HEADER_SIZE) as *const [usize; 2]) };
+    (prev, next)
 }
 
 /// # Safety

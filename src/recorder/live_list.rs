@@ -7,28 +7,25 @@
 //! the list for a snapshot. Nothing inside the lock allocates or takes
 //! another lock.
 
-use std::cell::UnsafeCell;
-
 use super::header::{self, Header};
-use super::spin::SpinLock;
+use super::sync::SpinLock;
 
 pub(crate) struct LiveList {
-    /// Guards `head` and the links in the headers of the list's blocks.
-    lock: SpinLock,
-    /// The first block's user pointer, 0 when empty.
-    head: UnsafeCell<usize>,
+    /// The first block's user pointer, 0 when empty. The lock also guards
+    /// the links in the headers of the list's blocks: they are read and
+    /// written only while it is held (`header::links`, `set_prev`,
+    /// `set_next`, and `header::read` in `walk`).
+    head: SpinLock<usize>,
 }
 
-// SAFETY: `head` and the links are only touched under `lock`.
-unsafe impl Sync for LiveList {}
-
 impl LiveList {
+    super::sync::maybe_const_fn! {
     /// An empty list (all-zero bytes are one too: books are allocated zeroed).
-    pub(crate) const fn new() -> LiveList {
+    pub(crate) fn new() -> LiveList {
         LiveList {
-            lock: SpinLock::new(),
-            head: UnsafeCell::new(0),
+            head: SpinLock::new(0),
         }
+    }
     }
 
     /// Writes the header `h` of a recorded block below `user` (a new one, or
@@ -40,18 +37,22 @@ impl LiveList {
     /// be in any list.
     #[inline(always)]
     pub(crate) unsafe fn link_new(&self, user: usize, mut h: Header) {
-        let _g = self.lock.lock();
+        let mut head_of = self.head.lock();
+        debug_assert!(user != 0 && user != *head_of, "linking a block twice");
         // SAFETY: we hold the lock; `head` is 0 or a recorded block in this
         // list; the caller vouches for `user`.
         unsafe {
-            let head = *self.head.get();
+            let head = *head_of;
+            if head != 0 && header::links(head).0 != 0 {
+                corrupted(b"leakscope: corrupted live list: the first recorded block has a predecessor (heap corruption); aborting\n");
+            }
             h.prev = 0;
             h.next = head;
             header::write(user as *mut u8, &h);
             if head != 0 {
                 header::set_prev(head, user);
             }
-            *self.head.get() = user;
+            *head_of = user;
         }
     }
 
@@ -61,14 +62,29 @@ impl LiveList {
     /// `user` must be a recorded block in this list.
     #[inline(always)]
     pub(crate) unsafe fn unlink(&self, user: usize) {
-        let _g = self.lock.lock();
+        let mut head = self.head.lock();
+        debug_assert!(*head != 0, "unlinking from an empty list");
         // SAFETY: we hold the lock; `user` and its neighbours are in this list.
         unsafe {
             let (prev, next) = header::links(user);
+            // Safe unlink, as glibc's "corrupted double-linked list" check:
+            // the neighbours must point back at this block before we write
+            // through them. They do unless the heap was corrupted (a buffer
+            // overflow into a header, or a recorded block freed by C's
+            // `free()` and reused): writing through forged links would turn
+            // that into a write anywhere.
+            let back = if prev != 0 {
+                header::links(prev).1
+            } else {
+                *head
+            };
+            if back != user || (next != 0 && header::links(next).0 != user) {
+                corrupted(b"leakscope: corrupted live list: a recorded block's neighbours do not point back at it (heap corruption, or a Rust allocation freed by another allocator, such as C's free()); aborting\n");
+            }
             if prev != 0 {
                 header::set_next(prev, next);
             } else {
-                *self.head.get() = next;
+                *head = next;
             }
             if next != 0 {
                 header::set_prev(next, prev);
@@ -78,21 +94,21 @@ impl LiveList {
 
     /// Takes the lock with no guard, for a fork (`fork::prepare`).
     pub(crate) fn lock_for_fork(&self) {
-        self.lock.acquire();
+        self.head.acquire_for_fork();
     }
 
     /// Releases the lock taken by [`LiveList::lock_for_fork`].
     pub(crate) fn unlock_for_fork(&self) {
-        self.lock.release();
+        self.head.release_after_fork();
     }
 
     /// Calls `f` with the header of every block in the list, holding the lock
     /// (so `f` must not allocate: it copies into pre-reserved space).
     pub(crate) fn walk(&self, mut f: impl FnMut(&Header)) {
-        let _g = self.lock.lock();
-        // SAFETY: we hold the lock, so every block in the list stays recorded
-        // (a free unlinks under this lock before releasing the memory).
-        let mut cur = unsafe { *self.head.get() };
+        let head = self.head.lock();
+        // Every block in the list stays recorded while we hold the lock (a
+        // free unlinks under this lock before releasing the memory).
+        let mut cur = *head;
         while cur != 0 {
             // SAFETY: as above.
             let h = unsafe { header::read(cur as *mut u8) };
@@ -100,4 +116,15 @@ impl LiveList {
             cur = h.next;
         }
     }
+}
+
+/// Aborts on a corrupted list, naming it on standard error: a write(2) of a
+/// static message and `abort`, nothing that allocates or takes a lock (the
+/// heap is not to be trusted any more).
+#[cold]
+#[inline(never)]
+fn corrupted(message: &'static [u8]) -> ! {
+    // SAFETY: writes `message.len()` bytes from a static buffer to fd 2.
+    let _ = unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+    std::process::abort()
 }

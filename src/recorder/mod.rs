@@ -25,8 +25,8 @@ mod record;
 mod registry;
 mod sampling;
 mod sites;
-mod spin;
 mod stack;
+mod sync;
 mod tracker;
 
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub(crate) use guard::Guard;
 pub(crate) use record::{est_bytes, est_count};
 pub(crate) use sampling::current_interval;
 pub(crate) use sites::OTHER_FRAME;
-pub(crate) use spin::SpinLock;
+pub(crate) use sync::RawSpinLock as SpinLock;
 
 /// Registers the recorder's fork handlers now if no recorded event has yet
 /// (the query side registers its own after these, so that its `prepare`
@@ -68,7 +68,8 @@ pub(crate) struct HeapView {
     pub(crate) folded_stacks: u64,
 }
 
-/// Copies the recorder's state. Must run under the guard.
+/// Copies the recorder's state (under the guard, taken here if the caller
+/// does not hold it).
 ///
 /// **Consistent per site:** every block in `blocks` of a site in `stacks` is
 /// counted in that site's `totals`, so live <= total whatever other threads
@@ -79,7 +80,8 @@ pub(crate) struct HeapView {
 /// smaller than allocated minus freed for a moment, never larger than
 /// allocated.)
 pub(crate) fn heap_view() -> HeapView {
-    let (stacks, labels) = sites::all_sites();
+    fork::install();
+    let (stacks, labels) = Guard::with(sites::all_sites);
     let blocks = book::live_blocks();
     let totals = book::gather(stacks.len());
     let folded_stacks = sites::folded_stacks();
@@ -98,9 +100,10 @@ pub(crate) fn heap_view() -> HeapView {
 pub(crate) use stack::frame_pointers_untrusted;
 
 /// The raw stack of every site, indexed by site id (innermost frame first),
-/// and its label set id. Must run under the guard.
+/// and its label set id (under the guard, taken here if need be).
 pub(crate) fn site_stacks() -> (Vec<Arc<[usize]>>, Vec<u32>) {
-    sites::all_sites()
+    fork::install();
+    Guard::with(sites::all_sites)
 }
 
 /// This thread's label set id (0 = none): what its recorded allocations
@@ -131,5 +134,6 @@ pub(crate) fn site_totals(nsites: usize) -> Vec<Totals> {
 /// padding, the site table (its index, its stacks, the sketch) and the thread
 /// registry.
 pub(crate) fn overhead_bytes() -> u64 {
+    fork::install();
     book::overhead_bytes() + sites::overhead_bytes() + registry::overhead_bytes()
 }

@@ -13,11 +13,11 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use super::book::{self, Book, COUNT_ONE};
-use super::guard::{self, Guard};
+use super::book::{self, Book, COUNT_ONE, Own};
+use super::guard::{self, Guard, Held};
 use super::header::{self, Header};
 use super::stack::{self, Stack, Unwinder};
-use super::{clock, sites};
+use super::{clock, fork, sites};
 
 /// Estimated bytes a block of `size` with `weight` stands for.
 #[inline]
@@ -53,11 +53,11 @@ pub(crate) struct Recording {
 /// Captures the stack and finds its site: (stack, this thread's label set).
 /// Under the guard. The only place the allocation path reads the label id.
 #[inline(always)]
-fn site_here(how: Recording, book: &Book) -> u32 {
+fn site_here(how: Recording, book: Own, held: Held<'_>) -> u32 {
     let mut stack = Stack::new();
     stack::capture(how.unwinder, &mut stack);
     sites::note_label_cap(how.max_label_sets);
-    sites::site_of(&stack, guard::labels(), book, how.max_sites)
+    sites::site_of(&stack, guard::labels(), book, how.max_sites, held)
 }
 
 /// Writes the header of a freshly placed block, counts it and links it.
@@ -106,8 +106,10 @@ unsafe fn book_new(
 /// `user` must be a recorded block.
 #[inline(always)]
 unsafe fn unlink(user: *mut u8) -> Header {
+    // Only the fields no other thread writes: the links belong to the list's
+    // lock, which is not held yet (see `header::read_fixed`).
     // SAFETY: guaranteed by the caller.
-    let h = unsafe { header::read(user) };
+    let h = unsafe { header::read_fixed(user) };
     // SAFETY: a recorded block is in its owner's list.
     unsafe {
         book::by_index(h.book())
@@ -166,14 +168,16 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
             inner.alloc(layout)
         }
     };
-    let Some(_guard) = Guard::enter() else {
+    let Some(guard) = Guard::enter() else {
         return plain();
     };
     let Some(il) = header::inner_layout(layout) else {
         return plain();
     };
+    // Before this thread takes any tracker lock.
+    fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: `il` has a non-zero size (it includes the header).
     let base = unsafe {
         if zeroed {
@@ -189,7 +193,17 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     // SAFETY: `off + layout.size() <= il.size()` (see `header::pad`).
     let user = unsafe { base.add(off) };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, layout.size(), off, layout.align(), site, weight, book) };
+    unsafe {
+        book_new(
+            user,
+            layout.size(),
+            off,
+            layout.align(),
+            site,
+            weight,
+            &book,
+        )
+    };
     user
 }
 
@@ -228,7 +242,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
 ) -> *mut u8 {
     // SAFETY: the caller's contract.
     let plain = || unsafe { inner.realloc(ptr, layout, new_size) };
-    let Some(_guard) = Guard::enter() else {
+    let Some(guard) = Guard::enter() else {
         return plain();
     };
     // SAFETY: `new_size` with the old alignment is a valid layout (caller's contract).
@@ -236,8 +250,9 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
     let Some(il) = header::inner_layout(new_layout) else {
         return plain();
     };
+    fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: `ptr` was allocated by `inner` with `layout` (it is unrecorded).
     let base = unsafe { inner.realloc(ptr, layout, il.size()) };
     if base.is_null() {
@@ -251,7 +266,7 @@ pub(crate) unsafe fn realloc_into<A: GlobalAlloc>(
         user
     };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, &book) };
     user
 }
 
@@ -272,7 +287,7 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
     // SAFETY: valid layout by the caller's contract.
     let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
     let new_il = header::inner_layout(new_layout);
-    let (Some(weight), Some(new_il), Some(_g)) = (weight, new_il, guard) else {
+    let (Some(weight), Some(new_il), Some(guard)) = (weight, new_il, guard) else {
         // Out of the books: a plain block, a copy, and a recorded free.
         // SAFETY: valid layout; then both blocks are live for the copy.
         unsafe {
@@ -284,8 +299,9 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
             return new;
         }
     };
+    fork::install();
     let book = book::current();
-    let site = site_here(how, book);
+    let site = site_here(how, book, guard.held());
     // SAFETY: recorded blocks always have an inner layout.
     let old_il = unsafe { header::inner_layout(layout).unwrap_unchecked() };
     // SAFETY: `ptr` is recorded (caller's contract).
@@ -309,6 +325,6 @@ pub(crate) unsafe fn realloc_recorded<A: GlobalAlloc>(
         user
     };
     // SAFETY: the header lies in `base..user`, which is ours.
-    unsafe { book_new(user, new_size, off, layout.align(), site, weight, book) };
+    unsafe { book_new(user, new_size, off, layout.align(), site, weight, &book) };
     user
 }

@@ -18,43 +18,31 @@
 //! a removal, or a pass of plain stores; nothing under it allocates except the
 //! push, which runs under the guard.
 
-use std::cell::UnsafeCell;
+use super::guard::{Guard, Remote, STATE, ThreadState};
+use super::sync::SpinLock;
 
-use super::guard::{Guard, STATE, ThreadState};
-use super::spin::SpinLock;
-
-struct Registry {
-    lock: SpinLock,
-    /// `ThreadState` addresses; touched only under `lock`.
-    threads: UnsafeCell<Vec<usize>>,
-}
-
-// SAFETY: `threads` is only touched by the holder of `lock`.
-unsafe impl Sync for Registry {}
-
-static REGISTRY: Registry = Registry {
-    lock: SpinLock::new(),
-    threads: UnsafeCell::new(Vec::new()),
-};
+/// The registered threads' [`Remote`] parts, as addresses (a `usize` is
+/// `Send`; what they point to is `Sync` by construction: atomics only).
+static REGISTRY: SpinLock<Vec<usize>> = SpinLock::new(Vec::new());
 
 /// Runs `f` on the thread list with the lock held.
 fn locked<R>(f: impl FnOnce(&mut Vec<usize>) -> R) -> R {
-    let _guard = REGISTRY.lock.lock();
-    // SAFETY: we hold the lock, so no one else touches the list.
-    f(unsafe { &mut *REGISTRY.threads.get() })
+    f(&mut REGISTRY.lock())
 }
 
 /// The registered threads, seen while the registry lock is held.
 pub(crate) struct Threads<'a>(&'a [usize]);
 
 impl Threads<'_> {
-    /// Every registered thread's state. Callers touch only its atomic fields.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &ThreadState> + '_ {
+    /// Every registered thread's shared part: atomics only, so another
+    /// thread may use it (`Remote` is `Sync`; the rest of a `ThreadState`,
+    /// `Cell`s, is not, and is never handed out).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Remote> + '_ {
         self.0.iter().map(|&a| {
-            // SAFETY: a registered address is a live thread's state (module
-            // invariant), kept registered by the lock held while `self`
-            // exists.
-            unsafe { &*(a as *const ThreadState) }
+            // SAFETY: a registered address is a live thread's `Remote`
+            // (module invariant), kept registered by the lock held while
+            // `self` exists.
+            unsafe { &*(a as *const Remote) }
         })
     }
 }
@@ -71,7 +59,7 @@ struct Registration;
 impl Drop for Registration {
     fn drop(&mut self) {
         let _ = STATE.try_with(|s| {
-            let me = s as *const ThreadState as usize;
+            let me = &s.remote as *const Remote as usize;
             locked(|threads| {
                 if let Some(i) = threads.iter().position(|&a| a == me) {
                     threads.swap_remove(i);
@@ -93,10 +81,11 @@ thread_local! {
 #[inline(never)]
 pub(crate) fn register(s: &ThreadState) {
     // Registering the destructor and growing the list may allocate.
+    // (The fork handlers are in place: `sampling::decide` installs them
+    // before it calls this.)
     let Some(_guard) = Guard::enter() else {
         return;
     };
-    super::fork::install();
     if REGISTRATION.try_with(|_| ()).is_err() {
         // The thread is exiting: its destructor cannot be registered.
         s.registered.set(2);
@@ -107,7 +96,7 @@ pub(crate) fn register(s: &ThreadState) {
         // the allocator.
         let ok = threads.try_reserve(1).is_ok();
         if ok {
-            threads.push(s as *const ThreadState as usize);
+            threads.push(&s.remote as *const Remote as usize);
         }
         ok
     });
@@ -118,12 +107,12 @@ pub(crate) fn register(s: &ThreadState) {
 
 /// Takes the registry lock for a fork (`fork::prepare`).
 pub(crate) fn lock() {
-    REGISTRY.lock.acquire();
+    REGISTRY.acquire_for_fork();
 }
 
 /// Releases the lock taken by [`lock`].
 pub(crate) fn unlock() {
-    REGISTRY.lock.release();
+    REGISTRY.release_after_fork();
 }
 
 /// In a forked child, with the lock held by `fork::prepare`: forget every
@@ -133,11 +122,13 @@ pub(crate) fn forget_other_threads() {
     // SAFETY: the caller holds the lock (taken in `prepare`, copied held
     // into the child) and the child has no other thread. `clear` frees
     // nothing.
-    unsafe { (*REGISTRY.threads.get()).clear() };
+    unsafe { REGISTRY.data_for_fork().clear() };
     let _ = STATE.try_with(|s| {
         if s.registered.get() == 1 {
             s.registered.set(0);
-            s.countdown.store(0, std::sync::atomic::Ordering::Relaxed);
+            s.remote
+                .countdown
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
     });
 }
@@ -152,7 +143,7 @@ mod tests {
     use super::*;
 
     fn registered(s: &ThreadState) -> bool {
-        let me = s as *const ThreadState as usize;
+        let me = &s.remote as *const Remote as usize;
         locked(|threads| threads.contains(&me))
     }
 
@@ -162,7 +153,7 @@ mod tests {
         std::thread::spawn(move || {
             STATE.with(|s| {
                 register(s);
-                tx.send((s as *const ThreadState as usize, registered(s)))
+                tx.send((&s.remote as *const Remote as usize, registered(s)))
                     .unwrap();
             });
         })
@@ -171,45 +162,5 @@ mod tests {
         let (addr, was_registered) = rx.recv().unwrap();
         assert!(was_registered);
         assert!(!locked(|threads| threads.contains(&addr)));
-    }
-
-    #[test]
-    fn a_forked_child_forgets_the_parents_threads() {
-        // Another thread, registered and alive across the fork.
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let other = std::thread::spawn(move || {
-            STATE.with(register);
-            ready_tx.send(()).unwrap();
-            done_rx.recv().unwrap();
-        });
-        ready_rx.recv().unwrap();
-        STATE.with(register);
-        assert!(with_threads(|t| t.iter().count()) >= 2);
-        // SAFETY: the child only reads the registry and its own thread state
-        // (no allocation, no lock another thread could hold) and leaves with
-        // `_exit`.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            let empty = with_threads(|t| t.iter().count()) == 0;
-            let again = STATE.with(|s| s.registered.get() == 0);
-            // SAFETY: ends the child without running the parent's handlers.
-            unsafe { libc::_exit(if empty && again { 0 } else { 1 }) };
-        }
-        let mut status = 0;
-        // SAFETY: waits for the child just forked.
-        let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
-        done_tx.send(()).unwrap();
-        other.join().unwrap();
-        assert_eq!(waited, pid);
-        assert!(libc::WIFEXITED(status), "child died: status {status}");
-        assert_eq!(
-            libc::WEXITSTATUS(status),
-            0,
-            "child saw the parent's threads"
-        );
-        // The parent keeps its own registrations.
-        assert!(STATE.with(registered));
     }
 }

@@ -21,6 +21,7 @@
 use std::sync::atomic::AtomicI64;
 use std::sync::atomic::{AtomicU64, Ordering::*, fence};
 
+use super::fork;
 use super::guard::{STATE, ThreadState};
 use super::registry;
 use crate::Error;
@@ -82,9 +83,9 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
         // re-reads the generation after storing a countdown, with a fence of
         // its own, so either it sees the change or its countdown gets zeroed.
         fence(SeqCst);
-        let _ = STATE.try_with(|s| s.countdown.store(0, Relaxed));
-        for s in threads.iter() {
-            s.countdown.store(0, Relaxed);
+        let _ = STATE.try_with(|s| s.remote.countdown.store(0, Relaxed));
+        for r in threads.iter() {
+            r.countdown.store(0, Relaxed);
         }
         // The owner's fast path updates its countdown with a load and a
         // store (one non-locked `sub` on x86-64), so a zero that landed
@@ -92,9 +93,9 @@ pub fn set_sample_interval(bytes: u64) -> Result<(), Error> {
         // neither redrawn yet nor kept the zero. (A thread whose update
         // straddles both passes keeps its old countdown until it runs out:
         // it picks the change up at its next sample instead.)
-        for s in threads.iter() {
-            if s.generation.load(Relaxed) != generation && s.countdown.load(Relaxed) > 0 {
-                s.countdown.store(0, Relaxed);
+        for r in threads.iter() {
+            if r.generation.load(Relaxed) != generation && r.countdown.load(Relaxed) > 0 {
+                r.countdown.store(0, Relaxed);
             }
         }
     });
@@ -131,7 +132,7 @@ fn note_configured_slow(configured: u64) {
 /// answer.
 #[inline(always)]
 pub(crate) fn tick(size: usize) -> bool {
-    let Ok(countdown) = STATE.try_with(|s| s.countdown.as_ptr()) else {
+    let Ok(countdown) = STATE.try_with(|s| s.remote.countdown.as_ptr()) else {
         return false;
     };
     // SAFETY: `countdown` points into this thread's `ThreadState`, which
@@ -244,18 +245,20 @@ pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
             // and leave a zero so the next allocation redraws.
             fence(SeqCst);
             if GENERATION.load(Relaxed) != generation {
-                s.countdown.store(0, Relaxed);
+                s.remote.countdown.store(0, Relaxed);
             }
             if s.registered.get() == 0 {
                 // After the decision: registering allocates, and that nested
                 // allocation runs this function too (then with the guard held).
+                // The fork handlers first: the registry lock is a tracker lock.
+                fork::install();
                 registry::register(s);
                 if s.registered.get() == 0 {
                     // Deferred (inside tracker code): until this thread is
                     // registered, no interval change could reach it, so keep
                     // sending it here; a zeroed countdown is redrawn, not
                     // sampled.
-                    s.countdown.store(0, Relaxed);
+                    s.remote.countdown.store(0, Relaxed);
                 }
             }
             verdict
@@ -267,17 +270,17 @@ pub(crate) fn decide(size: usize, configured: u64) -> Option<f32> {
 /// The decision proper, on this thread's state.
 #[inline(always)]
 fn decide_in(s: &ThreadState, size: usize, interval: u64, generation: u64) -> Option<f32> {
-    let new_generation = s.generation.load(Relaxed) != generation;
+    let new_generation = s.remote.generation.load(Relaxed) != generation;
     if new_generation {
-        s.generation.store(generation, Relaxed);
+        s.remote.generation.store(generation, Relaxed);
     }
     if interval == 1 {
         // Exact mode: keep the countdown at zero so every allocation comes
         // here.
-        s.countdown.store(0, Relaxed);
+        s.remote.countdown.store(0, Relaxed);
         return Some(1.0);
     }
-    let mut left = s.countdown.load(Relaxed);
+    let mut left = s.remote.countdown.load(Relaxed);
     // A countdown that was exactly 0 before this allocation was zeroed (by
     // `set_sample_interval`, or while this thread waits to be registered),
     // since draws are at least 1: redraw rather than sample, even if this
@@ -289,12 +292,12 @@ fn decide_in(s: &ThreadState, size: usize, interval: u64, generation: u64) -> Op
         left = draw(s, interval).wrapping_sub(size as i64);
     }
     if left > 0 {
-        s.countdown.store(left, Relaxed);
+        s.remote.countdown.store(left, Relaxed);
         return None;
     }
     // Sampled. By memorylessness the distance from the end of this block to
     // the next sample point is again exponential.
-    s.countdown.store(draw(s, interval), Relaxed);
+    s.remote.countdown.store(draw(s, interval), Relaxed);
     Some(weight(size, interval))
 }
 

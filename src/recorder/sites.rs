@@ -25,13 +25,13 @@
 //! own growth allocates, which runs under the guard (the callers hold it) and
 //! so goes straight to the inner allocator without touching a tracker lock.
 
-use std::cell::UnsafeCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use super::book::{Book, MAX_SITES};
-use super::spin::SpinLock;
+use super::book::{MAX_SITES, Own};
+use super::guard::Held;
 use super::stack::Stack;
+use super::sync::SpinLock;
 
 /// The raw "return address" of the overflow site's only frame. No code lives
 /// at the top of the address space, so no captured stack contains it; the
@@ -42,9 +42,63 @@ pub(crate) const OTHER_FRAME: usize = usize::MAX;
 const HLL_BITS: u32 = 10;
 const HLL_M: usize = 1 << HLL_BITS;
 
+/// A site's stack as the table keeps it.
+///
+/// The recording path copies a new stack into a `Boxed` slice allocated
+/// *fallibly* (an `Arc` allocation cannot fail without aborting the
+/// process, and the user may be allocating with `try_reserve` at the edge
+/// of its memory: that must return `Err`, not abort). The query side wants
+/// cheap shared clones: [`all_sites`] turns each new `Boxed` stack into a
+/// `Shared` one once, at query time, where an allocation failure is an
+/// ordinary one.
+enum Stored {
+    Boxed(Box<[usize]>),
+    Shared(Arc<[usize]>),
+}
+
+impl Stored {
+    /// Copies `addrs` into a fresh boxed slice, or `None` if the inner
+    /// allocator refused. Must run under the guard.
+    fn try_new(addrs: &[usize]) -> Option<Stored> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(addrs.len()).ok()?;
+        v.extend_from_slice(addrs);
+        // Capacity is exactly the length: `into_boxed_slice` does not
+        // reallocate.
+        Some(Stored::Boxed(v.into_boxed_slice()))
+    }
+
+    fn addrs(&self) -> &[usize] {
+        match self {
+            Stored::Boxed(b) => b,
+            Stored::Shared(a) => a,
+        }
+    }
+
+    /// The stack as the query side holds it, shared from now on.
+    /// Allocates (query time, under the guard).
+    fn share(&mut self) -> Arc<[usize]> {
+        if let Stored::Boxed(b) = self {
+            *self = Stored::Shared(Arc::from(&**b));
+        }
+        match self {
+            Stored::Shared(a) => a.clone(),
+            Stored::Boxed(_) => unreachable!("just shared"),
+        }
+    }
+
+    /// Heap bytes of this stack (an `Arc` adds its two counts).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Stored::Boxed(b) => b.len() * 8,
+            Stored::Shared(a) => 16 + a.len() * 8,
+        }
+    }
+}
+
 struct Inner {
     /// Site id -> raw stack (innermost first). Id 0 is the overflow site.
-    stacks: Vec<Arc<[usize]>>,
+    stacks: Vec<Stored>,
     /// Site id -> the label set id it was recorded under (0 for site 0).
     labels: Vec<u32>,
     /// Site id -> the hash of its key (stack and label id, see [`key_hash`]).
@@ -59,25 +113,14 @@ struct Inner {
     any_folded: bool,
 }
 
-struct Table {
-    lock: SpinLock,
-    inner: UnsafeCell<Inner>,
-}
-
-// SAFETY: `inner` is only touched by the holder of `lock`.
-unsafe impl Sync for Table {}
-
-static TABLE: Table = Table {
-    lock: SpinLock::new(),
-    inner: UnsafeCell::new(Inner {
-        stacks: Vec::new(),
-        labels: Vec::new(),
-        hashes: Vec::new(),
-        index: Vec::new(),
-        folded: [0; HLL_M],
-        any_folded: false,
-    }),
-};
+static TABLE: SpinLock<Inner> = SpinLock::new(Inner {
+    stacks: Vec::new(),
+    labels: Vec::new(),
+    hashes: Vec::new(),
+    index: Vec::new(),
+    folded: [0; HLL_M],
+    any_folded: false,
+});
 
 /// The tracker's `max_label_sets`, noted by every recorded event (so the
 /// query side, which interns label sets, knows it); 0 = not seen yet.
@@ -114,62 +157,94 @@ fn key_hash(stack_hash: u64, labels: u32) -> u64 {
 /// Runs `f` on the table with its lock held. Must run under the guard if `f`
 /// may allocate.
 fn locked<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
-    let _g = TABLE.lock.lock();
-    // SAFETY: we hold the lock, so no one else touches the table.
-    f(unsafe { &mut *TABLE.inner.get() })
+    f(&mut TABLE.lock())
 }
 
 /// The site id of (`stack`, `labels`), interning it if new, or 0 once
 /// `max_sites` sites exist. Must run under the guard.
 #[inline(always)]
-pub(crate) fn site_of(stack: &Stack, labels: u32, book: &Book, max_sites: u32) -> u32 {
+pub(crate) fn site_of(
+    stack: &Stack,
+    labels: u32,
+    book: Own,
+    max_sites: u32,
+    held: Held<'_>,
+) -> u32 {
     let hash = key_hash(stack.hash(), labels);
     match book.cached_site(hash) {
         Some(site) => site,
-        None => miss(stack, labels, hash, book, max_sites),
+        None => miss(stack, labels, hash, book, max_sites, held),
     }
 }
 
 /// A key this thread has not recorded lately: the shared table.
 #[cold]
 #[inline(never)]
-fn miss(stack: &Stack, labels: u32, hash: u64, book: &Book, max_sites: u32) -> u32 {
-    let site = locked(|t| t.intern(stack.addrs(), labels, hash, max_sites as usize));
-    book.cache_site(hash, site);
+fn miss(stack: &Stack, labels: u32, hash: u64, book: Own, max_sites: u32, _: Held<'_>) -> u32 {
+    let (site, lasting) =
+        locked(|t| t.intern_or_not(stack.addrs(), labels, hash, max_sites as usize));
+    if lasting {
+        book.cache_site(hash, site);
+    }
     site
 }
 
 impl Inner {
+    /// [`Inner::intern_or_not`] without the second half.
+    #[cfg(test)]
     fn intern(&mut self, addrs: &[usize], labels: u32, hash: u64, max_sites: usize) -> u32 {
+        self.intern_or_not(addrs, labels, hash, max_sites).0
+    }
+
+    /// The site of the key, interning it if new; and whether that answer
+    /// lasts (false when the inner allocator refused memory and the event
+    /// went to `[other]` for now: a thread must not cache that).
+    fn intern_or_not(
+        &mut self,
+        addrs: &[usize],
+        labels: u32,
+        hash: u64,
+        max_sites: usize,
+    ) -> (u32, bool) {
         if self.stacks.is_empty() {
             if self.stacks.try_reserve(16).is_err()
                 || self.hashes.try_reserve(16).is_err()
                 || self.labels.try_reserve(16).is_err()
             {
-                return 0;
+                return (0, false);
             }
-            self.stacks.push(Arc::from(&[OTHER_FRAME][..]));
+            let Some(other) = Stored::try_new(&[OTHER_FRAME]) else {
+                return (0, false);
+            };
+            self.stacks.push(other);
             self.labels.push(0);
             self.hashes.push(0);
         }
         if let Some(id) = self.find(addrs, labels, hash) {
-            return id;
+            return (id, true);
         }
         let n = self.stacks.len() - 1;
-        if n >= max_sites.min(MAX_SITES) || !self.make_room() {
+        if n >= max_sites.min(MAX_SITES) {
             self.fold(hash);
-            return 0;
+            return (0, true);
         }
+        // Out of memory (here or just below): this event goes to `[other]`,
+        // not folded into the sketch (the table is not full), and the stack
+        // may get its own site on a later event, once memory is back.
+        if !self.make_room() {
+            return (0, false);
+        }
+        let Some(stored) = Stored::try_new(addrs) else {
+            return (0, false);
+        };
         let id = self.stacks.len() as u32;
-        // `make_room` reserved space: these pushes do not reallocate. (The
-        // `Arc` allocation itself aborts if the inner allocator is out of
-        // memory, as every `Arc` does.)
-        self.stacks.push(Arc::from(addrs));
+        // `make_room` reserved space: these pushes do not reallocate.
+        self.stacks.push(stored);
         self.labels.push(labels);
         self.hashes.push(hash);
         let slot = self.free_slot(hash);
         self.index[slot] = id;
-        id
+        (id, true)
     }
 
     fn find(&self, addrs: &[usize], labels: u32, hash: u64) -> Option<u32> {
@@ -185,7 +260,7 @@ impl Inner {
             }
             if self.hashes[id as usize] == hash
                 && self.labels[id as usize] == labels
-                && *self.stacks[id as usize] == *addrs
+                && self.stacks[id as usize].addrs() == addrs
             {
                 return Some(id);
             }
@@ -274,8 +349,11 @@ fn finalize(mut x: u64) -> u64 {
 /// A copy of the id -> stack list (cheap: `Arc` clones) and of the id ->
 /// label id list, read together. Must run under the guard. Before any
 /// stack is interned, the lists are just the overflow site.
-pub(crate) fn all_sites() -> (Vec<Arc<[usize]>>, Vec<u32>) {
-    let (stacks, labels) = locked(|t| (t.stacks.clone(), t.labels.clone()));
+pub(crate) fn all_sites(_: Held<'_>) -> (Vec<Arc<[usize]>>, Vec<u32>) {
+    let (stacks, labels) = locked(|t| {
+        let stacks: Vec<Arc<[usize]>> = t.stacks.iter_mut().map(Stored::share).collect();
+        (stacks, t.labels.clone())
+    });
     if stacks.is_empty() {
         (vec![Arc::from(&[OTHER_FRAME][..])], vec![0])
     } else {
@@ -293,24 +371,24 @@ pub(crate) fn folded_stacks() -> u64 {
 /// and each stack's `Arc` allocation (two counts and the addresses).
 pub(crate) fn overhead_bytes() -> u64 {
     locked(|t| {
-        let arrays = t.stacks.capacity() * std::mem::size_of::<Arc<[usize]>>()
+        let arrays = t.stacks.capacity() * std::mem::size_of::<Stored>()
             + t.hashes.capacity() * 8
             + t.labels.capacity() * 4
             + t.index.capacity() * 4
             + std::mem::size_of::<Inner>();
-        let stacks: usize = t.stacks.iter().map(|s| 16 + s.len() * 8).sum();
+        let stacks: usize = t.stacks.iter().map(Stored::heap_bytes).sum();
         (arrays + stacks) as u64
     })
 }
 
 /// Takes the table's lock for a fork (`fork::prepare`).
 pub(crate) fn lock() {
-    TABLE.lock.acquire();
+    TABLE.acquire_for_fork();
 }
 
 /// Releases the lock taken by [`lock`].
 pub(crate) fn unlock() {
-    TABLE.lock.release();
+    TABLE.release_after_fork();
 }
 
 #[cfg(test)]
