@@ -10,7 +10,7 @@ use super::chart::{self, COLORS, Line};
 use super::html::escape;
 use super::response::Response;
 use super::routes::Ctx;
-use crate::leaks::{Suspect, running_history, running_suspects};
+use crate::leaks::{MonitorStatus, Suspect, running_history, running_status, running_suspects};
 use crate::profile::{Frame, Snapshot, owner, snapshot};
 use crate::report::text::{human, owner_location, owner_name};
 
@@ -54,6 +54,7 @@ const CHART_LINES: usize = COLORS.len();
 pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     let snap = snapshot();
     let suspects = running_suspects();
+    let status = running_status();
     let now = Instant::now();
     let (lines, source) = chart_lines(ctx, &snap);
     let mut h = String::new();
@@ -80,7 +81,7 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     );
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
-    suspects_section(&mut h, suspects.as_deref());
+    suspects_section(&mut h, suspects.as_deref(), status.as_ref());
     labels_section(&mut h, &snap, ctx.top_sites.max(1), now);
     sites_section(&mut h, &snap, ctx.top_sites.max(1));
     links(&mut h);
@@ -179,14 +180,25 @@ fn legend(h: &mut String, lines: &[Line]) {
     h.push_str("</div>");
 }
 
-fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
+fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>, status: Option<&MonitorStatus>) {
     h.push_str("<h2>Leak suspects</h2>");
-    let Some(suspects) = suspects else {
+    let (Some(suspects), Some(status)) = (suspects, status) else {
         h.push_str(r#"<p class="empty">No growth monitor is running. Start one (leakscope::Monitor::start) to have the sites that keep growing named here.</p>"#);
         return;
     };
+    // Never a bare "None" before the first verdict: that reads as all clear.
+    let _ = write!(
+        h,
+        r#"<p class="note status">{}</p>"#,
+        escape(&status.to_string())
+    );
+    if !status.judged() {
+        return;
+    }
     if suspects.is_empty() {
-        h.push_str(r#"<p class="empty">None: no site has grown steadily over the monitor's window (verdicts start once the window is full).</p>"#);
+        h.push_str(
+            r#"<p class="empty">No site has grown clearly over any of the monitor's windows.</p>"#,
+        );
         return;
     }
     h.push_str(r#"<table class="suspects"><tr><th>Function</th><th class="num">Growth</th><th class="num">Rate</th><th class="num">Live</th></tr>"#);

@@ -2,10 +2,10 @@
 //! per-site live bytes and flags the sites that keep growing (leak suspects).
 //!
 //! Each interval the thread reads the per-site counters (no walk of the live
-//! lists, see `snapshot::summary`) and appends one number per site to a
-//! sliding window. Memory is bounded by (sites live in the window) x
-//! `window` numbers; a site whose live bytes were zero for the whole window
-//! is forgotten.
+//! lists, see `snapshot::summary`) and appends one point per site to the
+//! history's levels (see `window.rs`). Memory is bounded by (sites live in
+//! the retained history) x `LEVELS` x `window` points; a site whose live
+//! bytes were zero at every retained point is forgotten.
 //!
 //! **The thread holds the reentrancy guard for its whole life**, so nothing
 //! it allocates (the window, the summaries, symbolization, the `log` call and
@@ -19,8 +19,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::running::{self, View};
+use super::status::MonitorStatus;
 use super::suspect::{SiteHistory, Suspect};
-use super::window::Window;
+use super::window::{Window, min_points};
 use crate::Error;
 use crate::profile;
 use crate::recorder::Guard;
@@ -178,39 +179,63 @@ impl fmt::Debug for MonitorConfig {
 /// A running growth monitor: a background thread that summarises per-site
 /// live bytes every interval and flags the sites that keep growing.
 ///
+/// # What it keeps
+///
+/// One point per site per summary at the finest level, and coarser levels
+/// each `window` times coarser than the one below (4 levels: at the defaults
+/// of 10 s x 30, windows of 5 minutes, 2.5 hours, 3 days and 3 months), each
+/// holding its last `window` points. Every level is judged once it has
+/// `min(window, 5)` points, so the first verdict comes `min(window, 5) - 1`
+/// intervals after start (40 s at the defaults), on a partial window;
+/// [`status`](Monitor::status) says so until then. Memory is bounded: 4 x
+/// `window` points (24 bytes each) per site that held live bytes at some
+/// retained point.
+///
 /// # The suspect rule
 ///
-/// Verdicts start once the window is full (`window` summaries, the first one
-/// taken at start): on a part of a window, a cache warming up and a leak look
-/// alike. Then let `v[0..n]` be a site's live bytes in the `n = window`
-/// summaries (at least 3), `G = v[n-1] - v[0]` its growth over the window and
-/// `k = ceil((n-1)/3)` the "recent" part. The site is a suspect when all of
-/// these hold:
+/// On one level, let `v[0..n]` be a site's live bytes at its points,
+/// `G = v[n-1] - v[0]`, `mid = (n-1)/2` and `k = ceil((n-1)/3)`. A change is
+/// *clear* when it exceeds twice its sampling standard deviation (below).
+/// The site is a suspect when all of these hold:
 ///
-/// 1. **enough growth**: `G >= min_growth_bytes`;
-/// 2. **sustained**: it rose in more than half of the `n-1` intervals;
-/// 3. **a clear trend**: the least-squares line of live bytes against time
-///    has a positive slope and explains at least 70% of the variance
-///    (R² >= 0.7), which rules out sawtooth and random-walk patterns;
-/// 4. **not a burst that came back down**: the last value is within `G/4`
+/// 1. **enough growth**: `G >= min_growth_bytes`, and clear;
+/// 2. **not a burst that came back down**: the last value is within `G/4`
 ///    of the window's maximum;
-/// 5. **not a plateau**: over the last `k` intervals it still grew, at no
+/// 3. **sustained, smooth or step-wise**: a clear new high in the first half
+///    (over `v[0]`) and another in the second half (over the first half's
+///    maximum). A `Vec` growing by doublings (flat for ever longer stretches
+///    between steps) passes on the level whose window holds two steps; a
+///    buffer that doubled up to its size within one interval and stayed there
+///    (one step) never does, nor does a sawtooth whose peaks do not rise;
+/// 4. **not a plateau**: over the last `k` intervals it grew clearly, at no
 ///    less than a quarter of its average rate over the window.
 ///
-/// The score is `G x R² x (intervals that rose / intervals)`: the window's
-/// growth in bytes, discounted by how irregular it was. Suspects are sorted
-/// by score, highest first.
+/// A site named by any level is a suspect; its figures come from the finest
+/// level naming it ([`Suspect::level`]). The score is `G`; suspects are
+/// sorted by score, highest first.
 ///
-/// The window slides: a site that stops growing drops out once the recent
-/// part of the window is flat (rule 5). A cache that fills in less than half
-/// the window and then stays flat is never a suspect (rule 2), while one that
-/// is still filling after two thirds of the window looks like a leak until
-/// it has been flat for a while: make the window at least twice as long as
-/// your caches take to warm up.
+/// # Sampling noise
 ///
-/// Under sampling, a site shows up reliably only if it grows by at least
-/// the sample interval (512 KiB by default) in most intervals; choose the
-/// interval accordingly.
+/// Under sampling (interval `R`), the change of a site's estimate between two
+/// points has a standard deviation of at most
+/// `sqrt(min(R x churned bytes, 0.65 x R² x churned blocks))`, where
+/// "churned" is what the site allocated plus freed between the two points:
+/// a block of `s` bytes, sampled with probability `p = 1 - exp(-s/R)` and
+/// weighted `1/p`, adds `s² / (exp(s/R) - 1)` to the variance, which is at
+/// most `R·s` and at most `0.65·R²`. Blocks live at both points cancel
+/// exactly. Exact mode has no noise. So a small cache churning many
+/// megabytes needs a larger real growth to be named than a leak that only
+/// allocates.
+///
+/// # What it cannot see
+///
+/// A cache still filling looks like a leak until it stops (rule 4 clears it
+/// once its last third is flat); a leak slower than `min_growth_bytes` over
+/// the coarsest window judged so far is not named yet; under sampling, a
+/// site growing by less than a few sample intervals (512 KiB by default)
+/// over a window is within noise. Live bytes only: memory freed late (at
+/// shutdown) or held outside the global allocator (mmap, C libraries) is
+/// not seen.
 ///
 /// When a site becomes a suspect for the first time, the monitor logs a
 /// warning through the `log` crate (target `leakscope::monitor`) with its
@@ -245,6 +270,11 @@ pub struct Monitor {
 /// What the monitor thread and the `Monitor` handle share.
 struct Shared {
     state: Mutex<State>,
+    /// When the monitor started (the first summary), for `status`.
+    started: Instant,
+    interval: Duration,
+    /// Points the finest level needs for a verdict.
+    min_points: usize,
     /// Signalled by `stop`, so the thread does not sleep out its interval.
     wake: Condvar,
 }
@@ -263,6 +293,22 @@ impl View for Shared {
 
     fn history(&self) -> Vec<SiteHistory> {
         lock(&self.state).window.history()
+    }
+
+    fn status(&self) -> MonitorStatus {
+        let state = lock(&self.state);
+        let first_verdict_in = (!state.window.judged()).then(|| {
+            let due = self
+                .interval
+                .checked_mul(self.min_points.saturating_sub(1) as u32)
+                .unwrap_or(Duration::MAX);
+            due.saturating_sub(self.started.elapsed())
+        });
+        MonitorStatus {
+            first_verdict_in,
+            horizon: state.window.horizon(),
+            suspects: state.suspects.len(),
+        }
     }
 
     fn stopped(&self) -> bool {
@@ -309,6 +355,9 @@ impl Monitor {
                     window: Window::new(config.window),
                     suspects: Vec::new(),
                 }),
+                started: Instant::now(),
+                interval: config.interval,
+                min_points: min_points(config.window),
                 wake: Condvar::new(),
             });
             // So `/metrics` and the dashboard find this monitor.
@@ -333,8 +382,9 @@ impl Monitor {
     }
 
     /// The current leak suspects, most suspicious (highest score) first.
-    /// Evaluated on the latest window; empty until the window is full (the
-    /// first `window` summaries, taken `window - 1` intervals after start).
+    /// Evaluated on every level of the history at the latest summary; empty
+    /// before the first verdict (see [`status`](Monitor::status), which
+    /// tells "not judged yet" from "no suspects").
     ///
     /// # Examples
     ///
@@ -349,9 +399,26 @@ impl Monitor {
         Guard::run(|| View::suspects(&*self.shared))
     }
 
+    /// Whether the monitor has judged yet (and if not, when it will), how far
+    /// back it looks, and how many suspects it has: what to show instead of
+    /// an empty list that reads as "all clear".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let monitor = leakscope::Monitor::start(Default::default())?;
+    /// let status = monitor.status();
+    /// assert!(!status.judged());
+    /// assert!(status.to_string().starts_with("not judged yet: first verdict in "));
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn status(&self) -> MonitorStatus {
+        Guard::run(|| View::status(&*self.shared))
+    }
+
     /// The retained series of every site that held live bytes during the
-    /// current window, largest live bytes first: up to `window` points per
-    /// site, for plots and dashboards. Points of a site are aligned with
+    /// finest level's window, largest live bytes first: up to `window` points
+    /// per site, for plots and dashboards. Points of a site are aligned with
     /// those of every other site (a site that had no live bytes at a summary
     /// has a zero there).
     ///

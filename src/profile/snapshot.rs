@@ -134,6 +134,14 @@ pub(crate) struct Summary {
     /// Estimated live bytes of each site id (same indexing as `stacks`),
     /// summed over the site's raw stacks.
     pub(crate) live: Vec<u64>,
+    /// Estimated bytes allocated plus bytes freed by each site since the
+    /// start (cumulative, same indexing): the monitor bounds the sampling
+    /// noise of a change in live bytes with the churn between two summaries.
+    pub(crate) churn_bytes: Vec<u64>,
+    /// Estimated blocks allocated plus blocks freed, cumulative, likewise.
+    pub(crate) churn_blocks: Vec<u64>,
+    /// The sample interval when the summary was taken (1: exact).
+    pub(crate) sample_interval: u64,
 }
 
 /// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks (and
@@ -146,13 +154,25 @@ pub(crate) fn summary() -> Summary {
         let totals = recorder::site_totals(raw_stacks.len());
         let merged = merge::merge(&raw_stacks, &raw_labels);
         let mut live = vec![0u64; merged.stacks.len()];
+        let mut churn_bytes = vec![0u64; merged.stacks.len()];
+        let mut churn_blocks = vec![0u64; merged.stacks.len()];
         for (t, &site) in totals.iter().zip(&merged.of_raw) {
-            live[site as usize] += t.alloc_bytes.saturating_sub(t.free_bytes);
+            let site = site as usize;
+            live[site] += t.alloc_bytes.saturating_sub(t.free_bytes);
+            churn_bytes[site] = churn_bytes[site]
+                .saturating_add(t.alloc_bytes)
+                .saturating_add(t.free_bytes);
+            churn_blocks[site] = churn_blocks[site]
+                .saturating_add(t.alloc_count.div_ceil(COUNT_ONE))
+                .saturating_add(t.free_count.div_ceil(COUNT_ONE));
         }
         Summary {
             taken_us,
             stacks: merged.stacks,
             live,
+            churn_bytes,
+            churn_blocks,
+            sample_interval: recorder::current_interval(),
         }
     })
 }

@@ -126,7 +126,7 @@ pub(crate) fn mode(interval: u64) -> String {
 
 /// `, tenant=a, route=/x` for a labelled site's stack header, `""` without
 /// labels (see `with_labels`).
-fn labels_suffix(labels: &[(String, String)]) -> String {
+pub(crate) fn labels_suffix(labels: &[(String, String)]) -> String {
     labels.iter().map(|(k, v)| format!(", {k}={v}")).collect()
 }
 
