@@ -235,6 +235,19 @@ impl Snapshot {
         }
     }
 
+    /// The number of recorded (sampled) live blocks the profile rests on,
+    /// over all sites (every live block in exact mode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// println!("{} live bytes estimated from {} samples", snap.live_bytes(), snap.samples());
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.sites.iter().map(|s| s.samples()).sum()
+    }
+
     /// Estimated live bytes over all sites.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes

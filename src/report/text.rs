@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::profile::{
-    Diff, Frame, NO_FRAME_POINTERS, NO_SYMBOLS, Snapshot, binary_has_symbols,
+    Diff, Frame, NO_FRAME_POINTERS, NO_SYMBOLS, Site, Snapshot, binary_has_symbols,
     frame_pointers_missing, owner,
 };
 use crate::recorder::Guard;
@@ -178,22 +178,53 @@ impl Snapshot {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
-        write_notes(f)?;
-        let top = &self.sites()[..self.sites().len().min(TOP)];
-        let width = name_width(top.iter().map(|s| s.frames()));
-        writeln!(
-            f,
-            "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
-            "live", "live%", "sum%", "allocs", "function"
-        )?;
-        let total = self.live_bytes().max(1) as f64;
-        let mut sum = 0u64;
-        for s in top {
-            sum += s.live_bytes();
+        let sampled = self.sample_interval() > 1;
+        if sampled {
             writeln!(
                 f,
-                "{:>12} {:>6.2}% {:>6.2}% {:>10}  {:<width$}  {}",
-                human(s.live_bytes() as f64),
+                "Estimated from {} samples (recorded live blocks); ±: half-width of a 95% interval",
+                self.samples()
+            )?;
+        }
+        write_notes(f)?;
+        // Sites with nothing live (they only churned) are left out.
+        let top: Vec<&Site> = self
+            .sites()
+            .iter()
+            .filter(|s| s.live_bytes() > 0)
+            .take(TOP)
+            .collect();
+        let width = name_width(top.iter().map(|s| s.frames()));
+        if sampled {
+            writeln!(
+                f,
+                "{:>12} {:>11} {:>8} {:>7} {:>7} {:>10}  {:<width$}  location",
+                "live", "±95%", "samples", "live%", "sum%", "allocs", "function"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
+                "live", "live%", "sum%", "allocs", "function"
+            )?;
+        }
+        let total = self.live_bytes().max(1) as f64;
+        let mut sum = 0u64;
+        for s in &top {
+            sum += s.live_bytes();
+            write!(f, "{:>12} ", human(s.live_bytes() as f64))?;
+            if sampled {
+                let (_, high) = s.live_bytes_interval();
+                write!(
+                    f,
+                    "{:>11} {:>8} ",
+                    format!("±{}", human((high - s.live_bytes()) as f64)),
+                    s.samples()
+                )?;
+            }
+            writeln!(
+                f,
+                "{:>6.2}% {:>6.2}% {:>10}  {:<width$}  {}",
                 100.0 * s.live_bytes() as f64 / total,
                 100.0 * sum as f64 / total,
                 s.live_allocs(),
@@ -243,6 +274,14 @@ impl Diff {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
+        let sampled = self.sample_interval() > 1;
+        if sampled {
+            writeln!(
+                f,
+                "Estimated from {} samples (recorded blocks born or freed in between); ±: half-width of a 95% interval; \"noise\": the interval holds 0",
+                self.sites().iter().map(|d| d.samples()).sum::<u64>()
+            )?;
+        }
         write_notes(f)?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self
@@ -252,17 +291,39 @@ impl Diff {
             .take(TOP)
             .collect();
         let width = name_width(top.iter().map(|d| d.frames()));
-        writeln!(
-            f,
-            "{:>13} {:>12} {:>11}  {:<width$}  location",
-            "live change", "live now", "allocs", "function"
-        )?;
-        for d in &top {
-            let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
+        if sampled {
             writeln!(
                 f,
-                "{:>13} {:>12} {:>+11}  {:<width$}  {}",
-                format!("{s}{}", human(d.live_bytes_delta().unsigned_abs() as f64)),
+                "{:>13} {:>11} {:>5} {:>12} {:>11}  {:<width$}  location",
+                "live change", "±95%", "", "live now", "allocs", "function"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{:>13} {:>12} {:>11}  {:<width$}  location",
+                "live change", "live now", "allocs", "function"
+            )?;
+        }
+        for d in &top {
+            let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
+            write!(
+                f,
+                "{:>13} ",
+                format!("{s}{}", human(d.live_bytes_delta().unsigned_abs() as f64))
+            )?;
+            if sampled {
+                let (_, high) = d.live_bytes_delta_interval();
+                let half = high.saturating_sub(d.live_bytes_delta()).max(0);
+                write!(
+                    f,
+                    "{:>11} {:>5} ",
+                    format!("±{}", human(half as f64)),
+                    if d.within_noise() { "noise" } else { "" }
+                )?;
+            }
+            writeln!(
+                f,
+                "{:>12} {:>+11}  {:<width$}  {}",
                 human(d.live_bytes() as f64),
                 d.live_allocs_delta(),
                 owner_name(d.frames()),
