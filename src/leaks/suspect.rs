@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::profile::{Frame, SiteStack};
 use crate::recorder::Guard;
-use crate::report::text::{human, labels_suffix, owner_location, owner_name, write_frames};
+use crate::report::text::{
+    human, labels_suffix, owner_location, owner_name, short_name, write_frames,
+};
 
 /// Frames shown by a suspect's one-screen `Display` (and the log warning).
 const TOP_FRAMES: usize = 5;
@@ -153,7 +155,11 @@ impl Suspect {
         writeln!(
             f,
             "leak suspect: {}{}{} (site {}{}) grew by {}{} in {:.1} s ({}/s), {} live now",
-            owner_name(frames),
+            if f.alternate() {
+                owner_name(frames)
+            } else {
+                short_name(&owner_name(frames)).into_owned()
+            },
             if location.is_empty() { "" } else { " at " },
             location,
             self.id,
@@ -165,7 +171,7 @@ impl Suspect {
             human(self.live_bytes as f64),
         )?;
         if f.alternate() {
-            return write_frames(f, frames);
+            return write_frames(f, frames, true);
         }
         // The innermost frames are allocator and collection internals; show
         // the owner (see `Site::owner`) and the few frames around it.
@@ -174,7 +180,7 @@ impl Suspect {
             .and_then(|o| frames.iter().position(|fr| std::ptr::eq(fr, o)))
             .unwrap_or(0);
         let shown = &frames[start..frames.len().min(start + TOP_FRAMES)];
-        write_frames(f, shown)?;
+        write_frames(f, shown, false)?;
         if start + shown.len() < frames.len() {
             writeln!(
                 f,

@@ -49,6 +49,16 @@ pub(crate) fn owner_name(frames: &[Frame]) -> String {
         .map_or_else(|| "<unknown>".to_string(), |f| f.function().to_string())
 }
 
+/// [`owner_name`] for a text column: shortened unless `whole`.
+fn shown_name(frames: &[Frame], whole: bool) -> String {
+    let name = owner_name(frames);
+    if whole {
+        name
+    } else {
+        short_name(&name).into_owned()
+    }
+}
+
 /// The owner's `file:line`, shortened to the crate directory and the path
 /// inside it (`app/src/cache.rs:42`), or `""` without line tables.
 pub(crate) fn owner_location(frames: &[Frame]) -> String {
@@ -78,14 +88,70 @@ fn short_path(file: &str) -> &str {
     &file[cut.unwrap_or(0)..]
 }
 
-/// One indented line per frame: `function (file:line)`.
-pub(crate) fn write_frames(out: &mut impl fmt::Write, frames: &[Frame]) -> fmt::Result {
-    for fr in frames {
-        match (fr.file(), fr.line()) {
-            (Some(file), Some(line)) => writeln!(out, "        {} ({file}:{line})", fr.function())?,
-            (Some(file), None) => writeln!(out, "        {} ({file})", fr.function())?,
-            _ => writeln!(out, "        {}", fr.function())?,
+/// Names longer than this are shortened in text (see [`short_name`]).
+const SHORT_NAME_CHARS: usize = 80;
+
+/// A long generic name shortened for text: every generic argument list that
+/// follows a name (`poll<F>`, `Vec<T,A>`) becomes `<…>`, so
+/// `Harness<BlockingTask<…>,…>::poll` reads `Harness<…>::poll`. Qualified
+/// paths (`<T as Trait>::f`) keep their shape. Names up to
+/// [`SHORT_NAME_CHARS`] are left whole; `{:#}` prints every name whole.
+pub(crate) fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().count() <= SHORT_NAME_CHARS {
+        return name.into();
+    }
+    let mut out = String::with_capacity(SHORT_NAME_CHARS);
+    let mut depth = 0usize;
+    let mut prev = ' ';
+    for c in name.chars() {
+        if depth > 0 {
+            match c {
+                '<' => depth += 1,
+                '>' => depth -= 1,
+                _ => {}
+            }
+        } else if c == '<' && (prev.is_alphanumeric() || prev == '_') {
+            out.push_str("<…>");
+            depth = 1;
+        } else {
+            out.push(c);
         }
+        prev = c;
+    }
+    out.into()
+}
+
+/// One indented line per frame: `function (file:line)`. Unless `whole`,
+/// long names are shortened ([`short_name`]) and runs of async runtime
+/// frames (and std frames among them) fold into one line, as std's do.
+pub(crate) fn write_frames(
+    out: &mut impl fmt::Write,
+    frames: &[Frame],
+    whole: bool,
+) -> fmt::Result {
+    let machinery = |f: &Frame| f.is_async_runtime() || f.is_std_library();
+    let mut i = 0;
+    while i < frames.len() {
+        if !whole && machinery(&frames[i]) {
+            let run = frames[i..].iter().take_while(|f| machinery(f)).count();
+            if run >= 2 && frames[i..i + run].iter().any(Frame::is_async_runtime) {
+                writeln!(out, "        ... {run} runtime frames")?;
+                i += run;
+                continue;
+            }
+        }
+        let fr = &frames[i];
+        let name = if whole {
+            fr.function().into()
+        } else {
+            short_name(fr.function())
+        };
+        match (fr.file(), fr.line()) {
+            (Some(file), Some(line)) => writeln!(out, "        {name} ({file}:{line})")?,
+            (Some(file), None) => writeln!(out, "        {name} ({file})")?,
+            _ => writeln!(out, "        {name}")?,
+        }
+        i += 1;
     }
     if frames.is_empty() {
         writeln!(out, "        <no frames>")?;
@@ -109,7 +175,7 @@ pub(crate) fn write_stack(out: &mut impl fmt::Write, frames: &[Frame], all: bool
         1 => writeln!(out, "        ... 1 standard-library frame")?,
         n => writeln!(out, "        ... {n} standard-library frames")?,
     }
-    write_frames(out, &frames[start..])
+    write_frames(out, &frames[start..], all)
 }
 
 /// How the figures were obtained, for report headers and titles.
@@ -134,7 +200,7 @@ pub(crate) fn labels_suffix(labels: &[(String, String)]) -> String {
 /// long generic name pushes the location out rather than wrapping the table).
 fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
     stacks
-        .map(|frames| owner_name(frames).chars().count())
+        .map(|frames| short_name(&owner_name(frames)).chars().count())
         .max()
         .unwrap_or(0)
         .clamp("function".len(), 60)
@@ -228,7 +294,7 @@ impl Snapshot {
                 100.0 * s.live_bytes() as f64 / total,
                 100.0 * sum as f64 / total,
                 s.live_allocs(),
-                owner_name(s.frames()),
+                shown_name(s.frames(), f.alternate()),
                 owner_location(s.frames()),
             )?;
         }
@@ -326,7 +392,7 @@ impl Diff {
                 "{:>12} {:>+11}  {:<width$}  {}",
                 human(d.live_bytes() as f64),
                 d.live_allocs_delta(),
-                owner_name(d.frames()),
+                shown_name(d.frames(), f.alternate()),
                 owner_location(d.frames()),
             )?;
         }
@@ -349,7 +415,20 @@ impl Diff {
 
 #[cfg(test)]
 mod tests {
-    use super::{human, short_path};
+    use super::{human, short_name, short_path};
+
+    #[test]
+    fn long_generic_names_are_shortened() {
+        assert_eq!(short_name("app::poll<F>"), "app::poll<F>");
+        let long = format!(
+            "<tokio::runtime::task::harness::Harness<{}, S> as Foo>::poll<F>",
+            "tokio::runtime::blocking::task::BlockingTask<alloc::boxed::Box<dyn FnOnce()>>"
+        );
+        assert_eq!(
+            short_name(&long),
+            "<tokio::runtime::task::harness::Harness<…> as Foo>::poll<…>"
+        );
+    }
 
     #[test]
     fn short_paths() {
