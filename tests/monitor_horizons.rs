@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use leakscope::{Frame, Monitor, MonitorConfig, Suspect};
 
+mod common;
+
 /// Sampled, at a small interval so that a test-sized slow leak (128 KiB/s)
 /// is beyond sampling noise within seconds.
 #[global_allocator]
@@ -186,4 +188,82 @@ fn a_fast_leak_is_named_within_a_minute_at_the_default_settings() {
     };
     eprintln!("1 MiB/s leak named after {:?}:\n{}", named.0, named.1);
     black_box(&store);
+}
+
+/// 5 MiB more, kept: at one call per 100 ms, 50 MiB/s.
+#[inline(never)]
+fn dump_leak_step(store: &mut Vec<Box<[u8]>>) {
+    for _ in 0..5 {
+        store.push(vec![3u8; MIB].into_boxed_slice());
+    }
+}
+
+/// The black box: a leak of 50 MiB/s with a dump at every 32 MiB new high
+/// and `max_dumps(4)` leaves 2 to 4 complete dumps (each with its text
+/// report, no temporary file), each read by `go tool pprof` with the leak on
+/// top.
+#[test]
+fn dumps_on_new_highs_are_complete_and_bounded() {
+    let dir = common::http::temp_dir("dumps");
+    // Bad settings are errors, not silent no-ops.
+    let bad = |c: MonitorConfig| Monitor::start(c).unwrap_err().to_string();
+    assert!(
+        bad(MonitorConfig::default()
+            .dump_dir(&dir)
+            .dump_near_limit(&[1.5])
+            .memory_limit(1 << 30))
+        .contains("(0, 1]")
+    );
+    assert!(bad(MonitorConfig::default().dump_on_new_high(1)).contains("dump_dir"));
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(
+        bad(MonitorConfig::default()
+            .dump_dir(file.join("sub"))
+            .dump_on_new_high(1))
+        .contains("I/O")
+    );
+
+    let monitor = Monitor::start(
+        MonitorConfig::default()
+            .interval(Duration::from_millis(100))
+            .window(10)
+            .dump_dir(&dir)
+            .dump_on_new_high(32 * MIB as u64)
+            .max_dumps(4),
+    )
+    .unwrap();
+    let mut store: Vec<Box<[u8]>> = Vec::with_capacity(256);
+    for _ in 0..30 {
+        dump_leak_step(&mut store);
+        thread::sleep(Duration::from_millis(100));
+    }
+    // Let the monitor see the last step, then stop it (joins its thread:
+    // no dump is being written after this).
+    thread::sleep(Duration::from_millis(250));
+    monitor.stop();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let dumps: Vec<&String> = names.iter().filter(|n| n.ends_with(".pb.gz")).collect();
+    assert!((2..=4).contains(&dumps.len()), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    for d in &dumps {
+        assert!(d.starts_with("heap-") && d.contains("-new-high"), "{d}");
+        let txt = format!("{}.txt", d.trim_end_matches(".pb.gz"));
+        assert!(names.contains(&txt), "no {txt} beside {d}: {names:?}");
+        let text = std::fs::read_to_string(dir.join(&txt)).unwrap();
+        assert!(text.contains("dump_leak_step"), "{text}");
+        let top = common::go::pprof_file(&["-top", "-sample_index=inuse_space"], &dir.join(d));
+        let first = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .nth(1)
+            .unwrap_or_default();
+        assert!(first.contains("dump_leak_step"), "{d}: not on top:\n{top}");
+    }
+    black_box(&store);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,6 +1,7 @@
 //! Leak detection: the growth monitor (a background thread that judges
 //! per-site series of live bytes) and the leak checks for tests.
 
+mod dump;
 mod leakcheck;
 mod monitor;
 mod running;

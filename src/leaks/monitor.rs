@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::dump::{DEFAULT_MAX_DUMPS, DumpConfig, Dumper};
 use super::running::{self, View};
 use super::status::MonitorStatus;
 use super::suspect::{SiteHistory, Suspect};
@@ -53,6 +54,7 @@ pub struct MonitorConfig {
     window: usize,
     min_growth_bytes: u64,
     on_suspect: Option<Callback>,
+    dumps: DumpConfig,
 }
 
 impl MonitorConfig {
@@ -73,6 +75,13 @@ impl MonitorConfig {
             window: 30,
             min_growth_bytes: 1 << 20,
             on_suspect: None,
+            dumps: DumpConfig {
+                dir: None,
+                on_new_high: None,
+                near_limit: Vec::new(),
+                memory_limit: None,
+                max_dumps: None,
+            },
         }
     }
 
@@ -140,6 +149,102 @@ impl MonitorConfig {
         self
     }
 
+    /// Turns on heap dumps (the black box): the monitor's thread writes a
+    /// pprof profile (`.pb.gz`, for `go tool pprof`) and the text report
+    /// beside it (`.txt`) into `dir` on the triggers set with
+    /// [`dump_on_new_high`](MonitorConfig::dump_on_new_high) and
+    /// [`dump_near_limit`](MonitorConfig::dump_near_limit) (at least one is
+    /// needed). Names carry the time and the reason:
+    /// `heap-<ms since the epoch>-<seq>-new-high.pb.gz`. Each file is written
+    /// to a temporary name and renamed, so a kill mid-write (the OOM killer)
+    /// leaves no torn dump. The directory is created if needed; one that
+    /// cannot be created or written makes [`Monitor::start`] fail. Needs the
+    /// `pprof` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("leakscope-doc-dumps");
+    /// let config = leakscope::MonitorConfig::default()
+    ///     .dump_dir(&dir)
+    ///     .dump_on_new_high(256 << 20)
+    ///     .dump_near_limit(&[0.8, 0.9])
+    ///     .memory_limit(4 << 30)
+    ///     .max_dumps(8);
+    /// let monitor = leakscope::Monitor::start(config)?;
+    /// # drop(monitor);
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> MonitorConfig {
+        self.dumps.dir = Some(dir.into());
+        self
+    }
+
+    /// Dumps each time the live heap (the sum of the sites' estimates)
+    /// passes its previous high by `bytes`: the first summary sets the high,
+    /// each dump raises it to the live heap then. Must not be zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().dump_dir("dumps").dump_on_new_high(64 << 20);
+    /// # let _ = config;
+    /// ```
+    pub fn dump_on_new_high(mut self, bytes: u64) -> MonitorConfig {
+        self.dumps.on_new_high = Some(bytes);
+        self
+    }
+
+    /// Dumps once per rise of the resident size past each of these
+    /// fractions of the memory limit (each in (0, 1]; a fraction re-arms
+    /// when the resident size falls below it again). The limit is
+    /// [`memory_limit`](MonitorConfig::memory_limit) when set, else the
+    /// process's own cgroup's (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`); with neither, [`Monitor::start`] fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default()
+    ///     .dump_dir("dumps")
+    ///     .dump_near_limit(&[0.75, 0.9, 0.97])
+    ///     .memory_limit(2 << 30);
+    /// # let _ = config;
+    /// ```
+    pub fn dump_near_limit(mut self, fractions: &[f64]) -> MonitorConfig {
+        self.dumps.near_limit = fractions.to_vec();
+        self
+    }
+
+    /// The memory limit that [`dump_near_limit`](MonitorConfig::dump_near_limit)
+    /// measures against, instead of the cgroup's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().memory_limit(512 << 20);
+    /// # let _ = config;
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> MonitorConfig {
+        self.dumps.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Dumps kept in the directory (16 by default): past `n`, the oldest
+    /// (by the time in their names, earlier runs' included) are deleted with
+    /// their text reports. At least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().dump_dir("dumps").max_dumps(4);
+    /// # let _ = config;
+    /// ```
+    pub fn max_dumps(mut self, n: usize) -> MonitorConfig {
+        self.dumps.max_dumps = Some(n);
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if self.interval.is_zero() {
             return Err(Error::InvalidConfig(
@@ -171,6 +276,14 @@ impl fmt::Debug for MonitorConfig {
             .field(
                 "on_suspect",
                 &self.on_suspect.as_ref().map(|_| "Fn(&Suspect)"),
+            )
+            .field("dump_dir", &self.dumps.dir)
+            .field("dump_on_new_high", &self.dumps.on_new_high)
+            .field("dump_near_limit", &self.dumps.near_limit)
+            .field("memory_limit", &self.dumps.memory_limit)
+            .field(
+                "max_dumps",
+                &self.dumps.max_dumps.unwrap_or(DEFAULT_MAX_DUMPS),
             )
             .finish()
     }
@@ -327,8 +440,11 @@ impl Monitor {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a zero interval or a window below 3;
-    /// [`Error::Io`] if the thread cannot be spawned.
+    /// [`Error::InvalidConfig`] for a zero interval, a window below 3, or a
+    /// bad dump setting (see [`MonitorConfig::dump_dir`]: a fraction outside
+    /// (0, 1], dump triggers without a directory, `dump_near_limit` with no
+    /// limit known); [`Error::Io`] if the dump directory cannot be created
+    /// or written, or the thread cannot be spawned.
     ///
     /// # Examples
     ///
@@ -345,6 +461,7 @@ impl Monitor {
     /// ```
     pub fn start(config: MonitorConfig) -> Result<Monitor, Error> {
         Guard::run(|| config.validate())?;
+        let dumper = Guard::run(|| Dumper::new(&config.dumps))?;
         // Under the guard: the shared state and the thread's own bookkeeping
         // (its handle, name, closure) belong to the monitor, not to the
         // program being profiled.
@@ -369,7 +486,7 @@ impl Monitor {
                 .name("leakscope-monitor".to_string())
                 .spawn({
                     let shared = shared.clone();
-                    move || run(&shared, &config)
+                    move || run(&shared, &config, dumper)
                 })?;
             Ok(Monitor {
                 shared,
@@ -486,7 +603,7 @@ impl fmt::Debug for Monitor {
 }
 
 /// The monitor thread.
-fn run(shared: &Shared, config: &MonitorConfig) {
+fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
     // Held until the thread ends; see the module docs. A new thread never
     // holds it already, so this is always `Some`.
     let _guard = Guard::enter();
@@ -494,6 +611,7 @@ fn run(shared: &Shared, config: &MonitorConfig) {
     let mut next = Instant::now();
     loop {
         let summary = profile::summary();
+        let live: u64 = summary.live.iter().sum();
         let fresh: Vec<Suspect> = {
             let mut state = lock(&shared.state);
             if state.stop {
@@ -512,6 +630,10 @@ fn run(shared: &Shared, config: &MonitorConfig) {
         // while, and `suspects()`/`history()` callers should not wait for them.
         for suspect in &fresh {
             announce(suspect, config.on_suspect.as_ref());
+        }
+        // Outside the lock too: a dump takes a snapshot and writes files.
+        if let Some(d) = &mut dumper {
+            d.after_summary(live);
         }
 
         // Fixed rate; after falling behind (a slow callback, a stopped
