@@ -1,9 +1,7 @@
 //! `/debug/leakscope`: the leak dashboard, one server-rendered HTML page
 //! (inline CSS and SVG, no script, nothing fetched from elsewhere).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use super::chart::{self, COLORS, Line};
@@ -82,7 +80,7 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
     suspects_section(&mut h, suspects.as_deref(), status.as_ref());
-    labels_section(&mut h, &snap, ctx.top_sites.max(1), now);
+    labels_section(&mut h, &snap, ctx.top_sites.max(1));
     sites_section(&mut h, &snap, ctx.top_sites.max(1));
     links(&mut h);
     h.push_str("</main></body></html>\n");
@@ -128,7 +126,7 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
             .take(CHART_LINES)
             .map(|s| Line {
                 id: s.id(),
-                label: owner_name(s.frames()),
+                label: legend_label(s.frames(), s.labels()),
                 points: s.points().to_vec(),
             })
             .collect();
@@ -152,7 +150,7 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
         .take(CHART_LINES)
         .map(|s| Line {
             id: s.id(),
-            label: owner_name(s.frames()),
+            label: legend_label(s.frames(), s.labels()),
             points: vec![(now, s.live_bytes())],
         })
         .collect();
@@ -161,6 +159,16 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
         "One point, now: run a leakscope::Monitor (or the built-in server) for a history."
             .to_string(),
     )
+}
+
+/// A chart line's name: the owner function and the site's labels
+/// (`cache::insert · tenant=acme`), so tenants' lines are told apart.
+fn legend_label(frames: &[Frame], labels: &[(String, String)]) -> String {
+    let mut label = owner_name(frames);
+    for (k, v) in labels {
+        let _ = write!(label, " · {k}={v}");
+    }
+    label
 }
 
 fn legend(h: &mut String, lines: &[Line]) {
@@ -215,33 +223,38 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>, status: Option
     h.push_str("</table>");
 }
 
-/// Live bytes per label value at the previous view of the page, to show
-/// growth since then. Taken alone, query time only (the http lock order).
-static LAST_LABELS: Mutex<Option<(Instant, LabelBytes)>> = Mutex::new(None);
-
-/// Live bytes per (label key, value).
-type LabelBytes = HashMap<(String, String), u64>;
-
-/// Live bytes and growth per label value (see `with_labels`), one table per
-/// label key: the top `n` keys by live bytes, each with its top `n` values.
-/// Growth is since the previous view of the page.
-fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
+/// Live bytes per label value, and their growth over the growth monitor's
+/// window (the same for every viewer: measured against the monitor's
+/// history, not against whoever loaded the page last).
+fn labels_section(h: &mut String, snap: &Snapshot, n: usize) {
     let keys = snap.label_keys();
     if keys.is_empty() {
         return;
     }
-    let mut last = LAST_LABELS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut current = HashMap::new();
-    let since = last
-        .as_ref()
-        .map(|(t, _)| now.saturating_duration_since(*t));
+    let history = running_history();
     h.push_str("<h2>Live bytes by label</h2>");
-    if let Some(d) = since {
-        let _ = write!(
-            h,
-            r#"<p class="note">Growth since this page was last viewed, {:.0} s ago.</p>"#,
-            d.as_secs_f64()
-        );
+    let span = history.as_ref().and_then(|hs| {
+        let first = hs
+            .iter()
+            .filter_map(|s| s.points().first().map(|p| p.0))
+            .min()?;
+        let last = hs
+            .iter()
+            .filter_map(|s| s.points().last().map(|p| p.0))
+            .max()?;
+        Some(last.saturating_duration_since(first))
+    });
+    match span {
+        Some(d) => {
+            let _ = write!(
+                h,
+                r#"<p class="note">Growth over the growth monitor's window, the last {:.0} s.</p>"#,
+                d.as_secs_f64()
+            );
+        }
+        None => h.push_str(
+            r#"<p class="note">Start a growth monitor (leakscope::Monitor) for growth per label.</p>"#,
+        ),
     }
     for (key, _) in keys.iter().take(n) {
         let _ = write!(
@@ -250,17 +263,24 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
             escape(key)
         );
         for (value, bytes) in snap.by_label(key).into_iter().take(n) {
-            let before = last
-                .as_ref()
-                .and_then(|(_, m)| m.get(&(key.clone(), value.clone())));
-            let growth = match before {
-                Some(&b) => {
-                    let d = bytes as i128 - b as i128;
-                    let sign = if d >= 0 { "+" } else { "-" };
-                    format!("{sign}{}", human(d.unsigned_abs() as f64))
-                }
-                None => "".to_string(),
-            };
+            let growth = history.as_ref().map_or_else(String::new, |hs| {
+                let d: i128 = hs
+                    .iter()
+                    .filter(|s| {
+                        s.labels()
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .map_or("", |(_, v)| v.as_str())
+                            == value
+                    })
+                    .map(|s| {
+                        let first = s.points().first().map_or(0, |p| p.1);
+                        i128::from(s.live_bytes()) - i128::from(first)
+                    })
+                    .sum();
+                let sign = if d >= 0 { "+" } else { "-" };
+                format!("{sign}{}", human(d.unsigned_abs() as f64))
+            });
             let shown = if value.is_empty() {
                 "(none)"
             } else {
@@ -273,11 +293,9 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
                 escape(&human(bytes as f64)),
                 escape(&growth)
             );
-            current.insert((key.clone(), value), bytes);
         }
         h.push_str("</table>");
     }
-    *last = Some((now, current));
 }
 
 fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
