@@ -169,3 +169,36 @@ fn intervals_hold_the_truth_for_at_least_90_percent_of_sites() {
     );
     black_box(&stores);
 }
+
+/// The labels-folded view: the 400 tenants' sites of `keep` are one row.
+#[test]
+fn the_labels_folded_view_has_one_row_per_stack() {
+    let mut stores: Vec<Vec<Box<[u8]>>> = (0..8).map(|_| Vec::with_capacity(64)).collect();
+    fill(&mut stores, &|_| 64);
+    let snap = leakscope::snapshot();
+    // This test's `keep` sites (the other test's have another caller).
+    let through = |s: &leakscope::Site| {
+        s.frames().iter().any(|f| f.function().ends_with("::keep"))
+            && s.frames()
+                .iter()
+                .any(|f| f.function().contains("labels_folded_view"))
+    };
+    let labelled: Vec<_> = snap.sites().iter().filter(|s| through(s)).collect();
+    assert!(labelled.len() > 1, "{} sites", labelled.len());
+    let folded = snap.without_labels();
+    let one: Vec<_> = folded.sites().iter().filter(|s| through(s)).collect();
+    assert_eq!(one.len(), 1, "{folded}");
+    assert!(one[0].labels().is_empty());
+    assert_eq!(
+        one[0].live_bytes(),
+        labelled.iter().map(|s| s.live_bytes()).sum::<u64>()
+    );
+    assert_eq!(
+        one[0].samples(),
+        labelled.iter().map(|s| s.samples()).sum::<u64>()
+    );
+    assert_eq!(folded.live_bytes(), snap.live_bytes());
+    let text = format!("{folded}");
+    assert!(!text.contains("tenant="), "{text}");
+    black_box(&stores);
+}

@@ -373,6 +373,82 @@ impl Snapshot {
         }
     }
 
+    /// The same report with labels folded away: one site per source-level
+    /// stack, summing the sites that differ only by their label sets (see
+    /// [`with_labels`](crate::with_labels)), so a leak that is not tied to a
+    /// tenant is one row, not one slice per tenant. Each folded site keeps the
+    /// smallest id of those it sums and has no labels. Its `{}` is the text
+    /// report's labels-folded view.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = leakscope::with_labels(&[("tenant", "a")], || vec![1u8; 1 << 20]);
+    /// let b = leakscope::with_labels(&[("tenant", "b")], || vec![1u8; 1 << 20]);
+    /// let folded = leakscope::snapshot().without_labels();
+    /// assert!(folded.sites().iter().all(|s| s.labels().is_empty()));
+    /// println!("{folded}");
+    /// # drop((a, b));
+    /// ```
+    pub fn without_labels(&self) -> Snapshot {
+        Guard::run(|| {
+            // Keyed by the symbolized stack: sites of one source-level stack
+            // under several label sets may hold different raw stacks.
+            let mut index: std::collections::HashMap<
+                Vec<(String, Option<String>, Option<u32>)>,
+                usize,
+            > = std::collections::HashMap::new();
+            let mut sites: Vec<Site> = Vec::new();
+            let mut ids: Vec<&Site> = self.sites.iter().collect();
+            ids.sort_by_key(|s| s.id);
+            for s in ids {
+                let key = s
+                    .frames()
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.function().to_string(),
+                            f.file().map(str::to_string),
+                            f.line(),
+                        )
+                    })
+                    .collect();
+                match index.get(&key) {
+                    Some(&i) => {
+                        let m = &mut sites[i];
+                        m.live_bytes += s.live_bytes;
+                        m.live_allocs += s.live_allocs;
+                        m.total_bytes += s.total_bytes;
+                        m.total_allocs += s.total_allocs;
+                        let mut born: Vec<Born> =
+                            m.born.iter().chain(s.born.iter()).copied().collect();
+                        born.sort_unstable_by_key(|b| b.birth_us);
+                        m.born = born.into();
+                    }
+                    None => {
+                        index.insert(key, sites.len());
+                        sites.push(Site {
+                            stack: s
+                                .stack
+                                .clone()
+                                .with_labels(std::sync::Arc::from(Vec::new())),
+                            ..s.clone()
+                        });
+                    }
+                }
+            }
+            let mut snap = Snapshot::from_sites(
+                sites,
+                self.tracker_bytes,
+                self.sample_interval,
+                self.taken_us,
+                self.time,
+            );
+            snap.folded_stacks = self.folded_stacks;
+            snap
+        })
+    }
+
     /// The same report restricted to blocks born at or after `since_us`.
     pub(crate) fn born_since(&self, since_us: u64) -> Snapshot {
         self.restrict(|birth| birth >= since_us)
