@@ -42,7 +42,7 @@ fn tenant(i: usize) -> String {
     format!("t{i:03}")
 }
 
-fn site_of<'a>(snap: &'a Snapshot, i: usize) -> Option<&'a leakscope::Site> {
+fn site_of(snap: &Snapshot, i: usize) -> Option<&leakscope::Site> {
     let t = tenant(i);
     snap.sites().iter().find(|s| {
         s.frames().iter().any(|f| f.function().contains("keep"))
@@ -58,7 +58,7 @@ fn before(i: usize) -> usize {
 
 /// Blocks added after the base (0 for every fifth site: a change of 0).
 fn added(i: usize) -> usize {
-    if i % 5 == 0 { 0 } else { 32 * (i % 7 + 1) }
+    if i.is_multiple_of(5) { 0 } else { 32 * (i % 7 + 1) }
 }
 
 /// Blocks freed after the base (from the oldest), then as many re-allocated

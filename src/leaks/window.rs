@@ -67,7 +67,7 @@ impl Window {
     /// Whether summary number `k` (from 0) is a point of `level`.
     fn takes(&self, level: usize, k: u64) -> bool {
         match (self.cap as u64).checked_pow(level as u32) {
-            Some(every) => k % every == 0,
+            Some(every) => k.is_multiple_of(every),
             // Coarser than anything a process lives through: the first only.
             None => k == 0,
         }

@@ -123,6 +123,9 @@ pub fn snapshot() -> Snapshot {
     })
 }
 
+/// A symbolized frame as a key: function, file, line.
+type FrameKey = (String, Option<String>, Option<u32>);
+
 /// Per-site live bytes at one moment, from the summed counters alone (no
 /// walk of the live lists): the growth monitor's per-interval sample.
 pub(crate) struct Summary {
@@ -394,10 +397,8 @@ impl Snapshot {
         Guard::run(|| {
             // Keyed by the symbolized stack: sites of one source-level stack
             // under several label sets may hold different raw stacks.
-            let mut index: std::collections::HashMap<
-                Vec<(String, Option<String>, Option<u32>)>,
-                usize,
-            > = std::collections::HashMap::new();
+            let mut index: std::collections::HashMap<Vec<FrameKey>, usize> =
+                std::collections::HashMap::new();
             let mut sites: Vec<Site> = Vec::new();
             let mut ids: Vec<&Site> = self.sites.iter().collect();
             ids.sort_by_key(|s| s.id);
