@@ -119,6 +119,7 @@ fn a_doubling_vec_and_a_slow_leak_are_named_a_warmed_buffer_never() {
     let text = s.to_string();
     assert!(text.contains("tenant=acme"), "{text}");
     assert!(text.contains(" ± "), "sampled, so an interval: {text}");
+    assert!(s.samples() > 0 && text.contains(" samples)"), "{text}");
     let (low, high) = s.growth_interval();
     assert!(low < s.growth_bytes() as f64 && (s.growth_bytes() as f64) < high);
     black_box((&vec, &store, &buffer));

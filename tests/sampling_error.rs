@@ -58,7 +58,11 @@ fn before(i: usize) -> usize {
 
 /// Blocks added after the base (0 for every fifth site: a change of 0).
 fn added(i: usize) -> usize {
-    if i.is_multiple_of(5) { 0 } else { 32 * (i % 7 + 1) }
+    if i.is_multiple_of(5) {
+        0
+    } else {
+        32 * (i % 7 + 1)
+    }
 }
 
 /// Blocks freed after the base (from the oldest), then as many re-allocated

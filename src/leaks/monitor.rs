@@ -612,13 +612,27 @@ fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
     loop {
         let summary = profile::summary();
         let live: u64 = summary.live.iter().sum();
-        let fresh: Vec<Suspect> = {
+        // Exact mode: every live block is a sample, and the counters say how
+        // many. Under sampling, counted from the live lists below.
+        let exact_blocks = (summary.sample_interval <= 1).then(|| summary.live_blocks.clone());
+        let mut suspects = {
             let mut state = lock(&shared.state);
             if state.stop {
                 return;
             }
             state.window.push(summary);
-            state.suspects = state.window.suspects(config.min_growth_bytes);
+            state.window.suspects(config.min_growth_bytes)
+        };
+        // Outside the lock: the walk copies the live lists.
+        if !suspects.is_empty() {
+            let counts = exact_blocks.unwrap_or_else(profile::live_samples);
+            for s in &mut suspects {
+                s.samples = counts.get(s.id as usize).copied().unwrap_or(0);
+            }
+        }
+        let fresh: Vec<Suspect> = {
+            let mut state = lock(&shared.state);
+            state.suspects = suspects;
             state
                 .suspects
                 .iter()

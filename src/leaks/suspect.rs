@@ -43,6 +43,8 @@ pub struct Suspect {
     /// The level of the monitor's history that named it (0: the finest).
     pub(super) level: usize,
     pub(super) sample_interval: u64,
+    /// Recorded live blocks of the site when judged.
+    pub(super) samples: u64,
 }
 
 impl Suspect {
@@ -100,6 +102,25 @@ impl Suspect {
         (g - d, g + d)
     }
 
+    /// The number of recorded (sampled) live blocks behind
+    /// [`live_bytes`](Suspect::live_bytes) when the site was judged, as
+    /// [`Site::samples`](crate::Site::samples): counted from the live lists
+    /// under sampling (only at summaries with suspects), from the counters
+    /// in exact mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let monitor = leakscope::Monitor::start(Default::default())?;
+    /// for s in monitor.suspects() {
+    ///     println!("{} live from {} samples", s.live_bytes(), s.samples());
+    /// }
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
     /// The sample interval in force when the site was judged (1: exact).
     pub fn sample_interval(&self) -> u64 {
         self.sample_interval
@@ -154,7 +175,7 @@ impl Suspect {
         };
         writeln!(
             f,
-            "leak suspect: {}{}{} (site {}{}) grew by {}{} in {:.1} s ({}/s), {} live now",
+            "leak suspect: {}{}{} (site {}{}) grew by {}{} in {:.1} s ({}/s), {} live now{}",
             if f.alternate() {
                 owner_name(frames)
             } else {
@@ -169,6 +190,11 @@ impl Suspect {
             self.span.as_secs_f64(),
             human(self.growth_rate),
             human(self.live_bytes as f64),
+            if self.sample_interval > 1 {
+                format!(" ({} samples)", self.samples)
+            } else {
+                String::new()
+            },
         )?;
         if f.alternate() {
             return write_frames(f, frames, true);

@@ -185,6 +185,7 @@ impl Window {
                         span,
                         level,
                         sample_interval: self.sample_interval,
+                        samples: 0,
                     },
                 );
             }
@@ -236,6 +237,7 @@ mod tests {
             stacks: vec![SiteStack::new(stack); live.len()],
             churn_bytes: live.clone(),
             churn_blocks: vec![1; live.len()],
+            live_blocks: vec![1; live.len()],
             live,
             sample_interval: 1,
         }

@@ -21,7 +21,7 @@ pub use snapshot::{Snapshot, snapshot};
 
 pub(crate) use frame::owner;
 pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
-pub(crate) use snapshot::{Summary, summary};
+pub(crate) use snapshot::{Summary, live_samples, summary};
 pub(crate) use symbolize::SiteStack;
 #[cfg(any(feature = "pprof", feature = "http"))]
 pub(crate) use symbolize::resolve_symbols;

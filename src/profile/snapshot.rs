@@ -145,6 +145,9 @@ pub(crate) struct Summary {
     pub(crate) churn_blocks: Vec<u64>,
     /// The sample interval when the summary was taken (1: exact).
     pub(crate) sample_interval: u64,
+    /// Estimated live blocks per site (exact in exact mode, where every
+    /// block is a sample).
+    pub(crate) live_blocks: Vec<u64>,
 }
 
 /// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks (and
@@ -159,8 +162,10 @@ pub(crate) fn summary() -> Summary {
         let mut live = vec![0u64; merged.stacks.len()];
         let mut churn_bytes = vec![0u64; merged.stacks.len()];
         let mut churn_blocks = vec![0u64; merged.stacks.len()];
+        let mut live_blocks = vec![0u64; merged.stacks.len()];
         for (t, &site) in totals.iter().zip(&merged.of_raw) {
             let site = site as usize;
+            live_blocks[site] += fixed_to_count(t.alloc_count.saturating_sub(t.free_count));
             live[site] += t.alloc_bytes.saturating_sub(t.free_bytes);
             churn_bytes[site] = churn_bytes[site]
                 .saturating_add(t.alloc_bytes)
@@ -176,7 +181,31 @@ pub(crate) fn summary() -> Summary {
             churn_bytes,
             churn_blocks,
             sample_interval: recorder::current_interval(),
+            live_blocks,
         }
+    })
+}
+
+/// The number of recorded live blocks of each site id (as in a
+/// [`Summary`]): a walk of the live lists, for the monitor's suspects under
+/// sampling, where the counters say nothing about how many blocks were
+/// sampled.
+pub(crate) fn live_samples() -> Vec<u64> {
+    Guard::run(|| {
+        let recorder::HeapView {
+            stacks: raw_stacks,
+            labels: raw_labels,
+            blocks,
+            ..
+        } = recorder::heap_view();
+        let merged = merge::merge(&raw_stacks, &raw_labels);
+        let mut n = vec![0u64; merged.stacks.len()];
+        for b in &blocks {
+            if let Some(&site) = merged.of_raw.get(b.site as usize) {
+                n[site as usize] += 1;
+            }
+        }
+        n
     })
 }
 
