@@ -310,14 +310,35 @@ fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
         h.push_str(r#"<p class="empty">No live recorded memory.</p>"#);
         return;
     }
+    // Under sampling, each estimate with its 95% interval and the samples
+    // behind it; exact mode shows the figures alone.
+    let sampled = snap.sample_interval() > 1;
+    if sampled {
+        let _ = write!(
+            h,
+            r#"<p class="note">Estimated from {} samples; ± is the half-width of a 95% interval.</p>"#,
+            group(snap.samples())
+        );
+    }
     h.push_str(r#"<table class="sites"><tr><th class="num">#</th><th>Function</th><th class="num">Live</th><th class="num">Live allocs</th><th class="num">Allocated</th></tr>"#);
     for (i, s) in sites.iter().enumerate() {
+        let live = if sampled {
+            let (_, high) = s.live_bytes_interval();
+            format!(
+                "{} ± {} ({} samples)",
+                human(s.live_bytes() as f64),
+                human(high.saturating_sub(s.live_bytes()) as f64),
+                s.samples()
+            )
+        } else {
+            human(s.live_bytes() as f64)
+        };
         let _ = write!(
             h,
             r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             i + 1,
             site_cell(s.id(), s.frames(), s.labels()),
-            escape(&human(s.live_bytes() as f64)),
+            escape(&live),
             group(s.live_allocs()),
             escape(&human(s.total_bytes() as f64)),
         );
