@@ -21,10 +21,12 @@ static GLOBAL: leakscope::Tracker = leakscope::Tracker::system();
 
 static SESSIONS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// The leak: a session table nobody evicts.
+/// The leak: a session table nobody evicts. Capped at 256 MiB (20 s of
+/// growth), so a Chromium that hangs on a loaded machine does not let it
+/// eat the machine's memory.
 #[inline(never)]
 fn grow_session_cache(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && SESSIONS.lock().unwrap().len() < 512 {
         SESSIONS
             .lock()
             .unwrap()

@@ -10,7 +10,7 @@ use super::response::Response;
 use super::routes::Ctx;
 use crate::leaks::{MonitorStatus, Suspect, running_history, running_status, running_suspects};
 use crate::profile::{Frame, Snapshot, owner, snapshot};
-use crate::report::text::{human, owner_location, owner_name};
+use crate::report::text::{human, owner_location, owner_name, write_frames};
 
 const STYLE: &str = r#"
 :root{--fg:#1f2328;--muted:#57606a;--line:#d0d7de;--bg:#f6f8fa;--accent:#0969da;--warn:#cf222e}
@@ -215,7 +215,16 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>, status: Option
             h,
             r#"<tr><td>{}</td><td class="num growth">+{}</td><td class="num">{}/s</td><td class="num">{}</td></tr>"#,
             site_cell(s.id(), s.frames(), s.labels()),
-            escape(&human(s.growth_bytes() as f64)),
+            escape(&{
+                let g = human(s.growth_bytes() as f64);
+                let (_, high) = s.growth_interval();
+                let d = high - s.growth_bytes() as f64;
+                if s.sample_interval() > 1 && d > 0.0 {
+                    format!("{g} ± {}", human(d))
+                } else {
+                    g
+                }
+            }),
             escape(&human(s.growth_rate())),
             escape(&human(s.live_bytes() as f64)),
         );
@@ -354,17 +363,15 @@ fn site_cell(id: u32, frames: &[Frame], labels: &[(String, String)]) -> String {
         .unwrap_or(0);
     let from_owner = &frames[start..];
     let folded: Vec<&str> = from_owner.iter().rev().map(Frame::function).collect();
-    let mut listed = String::new();
-    for f in from_owner {
-        match (f.file(), f.line()) {
-            (Some(file), Some(line)) => {
-                let _ = writeln!(listed, "{} ({file}:{line})", f.function());
-            }
-            _ => {
-                let _ = writeln!(listed, "{}", f.function());
-            }
-        }
-    }
+    // Frame by frame as the text report shows them: runs of async runtime
+    // frames folded into one line, long generic names shortened (the
+    // folded line above keeps every frame whole).
+    let mut text = String::new();
+    let _ = write_frames(&mut text, from_owner, false);
+    let listed: String = text
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
     // The site's labels, when it has any: the same stack under two tenants
     // is two sites, told apart here.
     let labels: String = labels.iter().map(|(k, v)| format!(" · {k}={v}")).collect();
