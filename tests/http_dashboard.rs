@@ -21,10 +21,12 @@ static GLOBAL: leakscope::Tracker = leakscope::Tracker::system();
 
 static SESSIONS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-/// The leak: a session table nobody evicts.
+/// The leak: a session table nobody evicts. Capped at 256 MiB (20 s of
+/// growth), so a Chromium that hangs on a loaded machine does not let it
+/// eat the machine's memory.
 #[inline(never)]
 fn grow_session_cache(stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && SESSIONS.lock().unwrap().len() < 512 {
         SESSIONS
             .lock()
             .unwrap()
@@ -78,9 +80,19 @@ fn chromium_renders_the_dashboard() {
     .unwrap();
     let server = leakscope::http::serve("127.0.0.1:0").unwrap();
     let url = format!("http://{}/debug/leakscope", server.local_addr());
+    // Before the first verdict (4 intervals, 1 s): "not judged yet", never a
+    // bare "None" that reads as all clear.
+    let early = common::http::get(server.local_addr(), "/debug/leakscope").text();
+    if !monitor.status().judged() {
+        assert!(
+            early.contains("not judged yet: first verdict in "),
+            "no status before the first verdict:\n{early}"
+        );
+    }
+    assert!(!early.contains(">None"), "{early}");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        s.spawn(|| grow_session_cache(&stop));
+        s.spawn(|| leakscope::with_labels(&[("tenant", "acme")], || grow_session_cache(&stop)));
         // A full window, so the leak is a suspect by the time we look.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while monitor.suspects().is_empty() && std::time::Instant::now() < deadline {
@@ -101,6 +113,15 @@ fn chromium_renders_the_dashboard() {
         assert!(
             svg.contains("grow_session_cache"),
             "the chart has no line for the leak:\n{svg}"
+        );
+        // The legend carries the site's labels; growth per label comes
+        // from the monitor's window.
+        let legend = &dom[dom.find(r#"class="legend""#).expect("a legend")..];
+        let legend = &legend[..legend.find("</div>").unwrap_or(legend.len())];
+        assert!(legend.contains("tenant=acme"), "{legend}");
+        assert!(
+            dom.contains("Growth over the growth monitor's window"),
+            "{dom}"
         );
         let suspects = &dom[dom.find("Leak suspects").expect("a suspects section")..];
         let table_end = suspects.find("</table>").unwrap_or(0);

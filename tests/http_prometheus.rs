@@ -1,6 +1,7 @@
 //! `/metrics` scraped by a real Prometheus server: the leaking site's
 //! `leakscope_site_live_bytes` series arrives, and a program with thousands
-//! of sites never has more than N + 1 of those series.
+//! of sites never has more than N + 1 of those series. A labelled leak's
+//! site and suspect series carry its labels (`tenant="acme"`).
 
 #![cfg(feature = "http")]
 
@@ -60,6 +61,42 @@ fn step(path: u32, depth: u32) {
     }
 }
 
+/// A labelled leak, growing until `STOP`: 64 KiB every 20 ms (3.2 MiB/s).
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[inline(never)]
+fn grow_acme() {
+    let mut kept: Vec<Box<[u8]>> = Vec::with_capacity(2048);
+    while !STOP.load(std::sync::atomic::Ordering::Relaxed) && kept.len() < 2000 {
+        leakscope::with_labels(&[("tenant", "acme")], || {
+            kept.push(std::hint::black_box(vec![0x33u8; 64 * 1024]).into_boxed_slice())
+        });
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls Prometheus for `query` until a series has `tenant="acme"`.
+fn wait_for_acme(api: std::net::SocketAddr, query: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let r = get(api, &format!("/api/v1/query?query={query}"));
+        last = r.text();
+        if r.status == 200 {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).expect("query API JSON");
+            let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+            if result
+                .iter()
+                .any(|s| s["metric"]["tenant"].as_str() == Some("acme"))
+            {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("no {query} series with tenant=\"acme\" within 30 s; last answer:\n{last}");
+}
+
 fn fan_out() {
     for path in 0..SITES {
         step(path, DEPTH);
@@ -98,6 +135,13 @@ fn prometheus_scrapes_bounded_site_series() {
         snap.sites().len()
     );
     drop(snap);
+    let monitor = leakscope::Monitor::start(
+        leakscope::MonitorConfig::default()
+            .interval(Duration::from_millis(100))
+            .window(5),
+    )
+    .unwrap();
+    let acme = std::thread::spawn(grow_acme);
 
     let server = leakscope::http::serve_with(
         "127.0.0.1:0",
@@ -199,5 +243,11 @@ fn prometheus_scrapes_bounded_site_series() {
     // The totals arrived too.
     let r = get(api, "/api/v1/query?query=leakscope_allocated_bytes_total");
     assert!(r.text().contains("\"result\":[{"), "{}", r.text());
+    // The labelled leak: both series carry its label.
+    wait_for_acme(api, "leakscope_site_live_bytes");
+    wait_for_acme(api, "leakscope_suspect_growth_bytes_per_second");
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    acme.join().unwrap();
+    monitor.stop();
     server.stop();
 }

@@ -323,18 +323,33 @@ fn dashboard_has_a_table_per_label_key_with_growth() {
     let first = page(&kept);
     assert!(first.contains("Live bytes by label"), "no label section");
     assert!(first.contains("<th>dash</th>"), "no table for the key");
+    // Without a monitor there is no history to measure growth against.
+    assert!(first.contains("for growth per label"), "{first}");
+    // Growth is measured over the monitor's window, the same for every
+    // viewer: a window of 20 x 50 ms holds a point before the second block.
+    let monitor = leakscope::Monitor::start(
+        leakscope::MonitorConfig::default()
+            .interval(std::time::Duration::from_millis(50))
+            .window(20),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
     kept.push(leakscope::with_labels(&[("dash", "t1")], || {
         black_box(vec![1u8; 10_000])
     }));
-    let second = page(&kept);
-    let row = second
-        .split("<tr>")
-        .find(|r| r.starts_with("<td>t1</td>"))
-        .expect("a row for t1");
-    // 20 000 B live, grown by 10 000 B since the first view.
-    assert!(
-        row.contains("19.5 KiB") && row.contains("+9.8 KiB"),
-        "{row}"
-    );
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    for _ in 0..2 {
+        let page = page(&kept);
+        let row = page
+            .split("<tr>")
+            .find(|r| r.starts_with("<td>t1</td>"))
+            .expect("a row for t1");
+        // 20 000 B live, grown by 10 000 B over the window, at every view.
+        assert!(
+            row.contains("19.5 KiB") && row.contains("+9.8 KiB"),
+            "{row}"
+        );
+    }
+    monitor.stop();
     drop(kept);
 }

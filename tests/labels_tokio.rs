@@ -105,4 +105,17 @@ fn labelled_tasks_keep_their_labels_across_workers() {
     }
     // The workers themselves are unlabelled between polls.
     assert!(by_task.iter().any(|(v, _)| v.is_empty()));
+
+    // The text report folds tokio's poll machinery into one line per run
+    // and keeps the task's own frame; `{:#}` prints every frame.
+    let text = format!("{snap}");
+    let stack = &text[text.find("task_alloc (").expect("task_alloc in the report")..];
+    let stack = &stack[..stack.find("\n\n").unwrap_or(stack.len())];
+    assert!(stack.contains(" runtime frames\n"), "{stack}");
+    assert!(!stack.contains("tokio::runtime"), "{stack}");
+    let whole = format!("{snap:#}");
+    assert!(
+        whole.contains("tokio::runtime::"),
+        "no tokio frames in {{:#}}"
+    );
 }

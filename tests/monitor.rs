@@ -497,3 +497,29 @@ fn live_older_than_separates_early_from_recent_blocks() {
     );
     drop((early, recent, mixed));
 }
+
+/// Exact mode: every figure is exact, so no interval, no sample column, no
+/// "noise" marks; the intervals collapse to the figures.
+#[test]
+fn exact_mode_shows_no_sampling_error() {
+    let base = leakscope::snapshot();
+    let kept: Vec<Box<[u8]>> = (0..16)
+        .map(|_| vec![1u8; 4096].into_boxed_slice())
+        .collect();
+    let snap = leakscope::snapshot();
+    for s in snap.sites() {
+        assert_eq!(s.live_bytes_interval(), (s.live_bytes(), s.live_bytes()));
+    }
+    let diff = snap.diff(&base);
+    for d in diff.sites() {
+        let (low, high) = d.live_bytes_delta_interval();
+        assert_eq!((low, high), (d.live_bytes_delta(), d.live_bytes_delta()));
+        assert_eq!(d.within_noise(), d.live_bytes_delta() == 0);
+    }
+    let text = format!("{snap}\n{diff}");
+    assert!(
+        !text.contains('±') && !text.contains("samples") && !text.contains("noise"),
+        "{text}"
+    );
+    black_box(kept);
+}

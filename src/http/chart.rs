@@ -46,7 +46,13 @@ pub(super) fn svg(lines: &[Line], now: Instant) -> String {
     // The history's own span, rounded up so that the four intervals between
     // the x labels are round figures (5 s, 15 s, 1 m, ...); at least 20 s, so
     // a lone point or two close ones do not stretch across the whole chart.
-    let span = nice_span(now.saturating_duration_since(oldest).as_secs_f64());
+    let data_span = now.saturating_duration_since(oldest).as_secs_f64();
+    // Never before the process started: a 5-minute-old process gets no
+    // axis reaching 8 minutes back (the round span is cut to its age).
+    let span = match process_age() {
+        Some(age) => nice_span(data_span).min(age.max(data_span)).max(1.0),
+        None => nice_span(data_span),
+    };
     let max = lines
         .iter()
         .flat_map(|l| l.points.iter().map(|p| p.1))
@@ -157,6 +163,26 @@ fn nice_step(raw: f64) -> f64 {
 }
 
 /// The smallest span of four round intervals that covers `secs`.
+/// Seconds since this process started, from `/proc/self/stat` (start time
+/// in clock ticks since boot) and `/proc/uptime`; `None` where unknown.
+pub(super) fn process_age() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // `rest` starts at field 3 (state); the start time is field 22.
+    let start_ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf has no preconditions; it only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Some((uptime - start_ticks / hz).max(0.0))
+}
+
 fn nice_span(secs: f64) -> f64 {
     const TICKS: [f64; 12] = [
         5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
@@ -185,6 +211,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_process_age_is_known_and_plausible() {
+        let age = process_age().expect("a Linux /proc");
+        // This test process started less than an hour ago, and not in the
+        // future.
+        assert!((0.0..3600.0).contains(&age), "{age}");
+    }
 
     #[test]
     fn spans_are_four_round_intervals() {

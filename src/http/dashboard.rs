@@ -1,18 +1,16 @@
 //! `/debug/leakscope`: the leak dashboard, one server-rendered HTML page
 //! (inline CSS and SVG, no script, nothing fetched from elsewhere).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use super::chart::{self, COLORS, Line};
 use super::html::escape;
 use super::response::Response;
 use super::routes::Ctx;
-use crate::leaks::{Suspect, running_history, running_suspects};
+use crate::leaks::{MonitorStatus, Suspect, running_history, running_status, running_suspects};
 use crate::profile::{Frame, Snapshot, owner, snapshot};
-use crate::report::text::{human, owner_location, owner_name};
+use crate::report::text::{human, owner_location, owner_name, write_frames};
 
 const STYLE: &str = r#"
 :root{--fg:#1f2328;--muted:#57606a;--line:#d0d7de;--bg:#f6f8fa;--accent:#0969da;--warn:#cf222e}
@@ -54,6 +52,7 @@ const CHART_LINES: usize = COLORS.len();
 pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     let snap = snapshot();
     let suspects = running_suspects();
+    let status = running_status();
     let now = Instant::now();
     let (lines, source) = chart_lines(ctx, &snap);
     let mut h = String::new();
@@ -80,8 +79,8 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     );
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
-    suspects_section(&mut h, suspects.as_deref());
-    labels_section(&mut h, &snap, ctx.top_sites.max(1), now);
+    suspects_section(&mut h, suspects.as_deref(), status.as_ref());
+    labels_section(&mut h, &snap, ctx.top_sites.max(1));
     sites_section(&mut h, &snap, ctx.top_sites.max(1));
     links(&mut h);
     h.push_str("</main></body></html>\n");
@@ -127,7 +126,7 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
             .take(CHART_LINES)
             .map(|s| Line {
                 id: s.id(),
-                label: owner_name(s.frames()),
+                label: legend_label(s.frames(), s.labels()),
                 points: s.points().to_vec(),
             })
             .collect();
@@ -151,7 +150,7 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
         .take(CHART_LINES)
         .map(|s| Line {
             id: s.id(),
-            label: owner_name(s.frames()),
+            label: legend_label(s.frames(), s.labels()),
             points: vec![(now, s.live_bytes())],
         })
         .collect();
@@ -160,6 +159,16 @@ fn chart_lines(ctx: &Ctx<'_>, snap: &Snapshot) -> (Vec<Line>, String) {
         "One point, now: run a leakscope::Monitor (or the built-in server) for a history."
             .to_string(),
     )
+}
+
+/// A chart line's name: the owner function and the site's labels
+/// (`cache::insert · tenant=acme`), so tenants' lines are told apart.
+fn legend_label(frames: &[Frame], labels: &[(String, String)]) -> String {
+    let mut label = owner_name(frames);
+    for (k, v) in labels {
+        let _ = write!(label, " · {k}={v}");
+    }
+    label
 }
 
 fn legend(h: &mut String, lines: &[Line]) {
@@ -179,14 +188,25 @@ fn legend(h: &mut String, lines: &[Line]) {
     h.push_str("</div>");
 }
 
-fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
+fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>, status: Option<&MonitorStatus>) {
     h.push_str("<h2>Leak suspects</h2>");
-    let Some(suspects) = suspects else {
+    let (Some(suspects), Some(status)) = (suspects, status) else {
         h.push_str(r#"<p class="empty">No growth monitor is running. Start one (leakscope::Monitor::start) to have the sites that keep growing named here.</p>"#);
         return;
     };
+    // Never a bare "None" before the first verdict: that reads as all clear.
+    let _ = write!(
+        h,
+        r#"<p class="note status">{}</p>"#,
+        escape(&status.to_string())
+    );
+    if !status.judged() {
+        return;
+    }
     if suspects.is_empty() {
-        h.push_str(r#"<p class="empty">None: no site has grown steadily over the monitor's window (verdicts start once the window is full).</p>"#);
+        h.push_str(
+            r#"<p class="empty">No site has grown clearly over any of the monitor's windows.</p>"#,
+        );
         return;
     }
     h.push_str(r#"<table class="suspects"><tr><th>Function</th><th class="num">Growth</th><th class="num">Rate</th><th class="num">Live</th></tr>"#);
@@ -195,7 +215,16 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
             h,
             r#"<tr><td>{}</td><td class="num growth">+{}</td><td class="num">{}/s</td><td class="num">{}</td></tr>"#,
             site_cell(s.id(), s.frames(), s.labels()),
-            escape(&human(s.growth_bytes() as f64)),
+            escape(&{
+                let g = human(s.growth_bytes() as f64);
+                let (_, high) = s.growth_interval();
+                let d = high - s.growth_bytes() as f64;
+                if s.sample_interval() > 1 && d > 0.0 {
+                    format!("{g} ± {}", human(d))
+                } else {
+                    g
+                }
+            }),
             escape(&human(s.growth_rate())),
             escape(&human(s.live_bytes() as f64)),
         );
@@ -203,33 +232,38 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>) {
     h.push_str("</table>");
 }
 
-/// Live bytes per label value at the previous view of the page, to show
-/// growth since then. Taken alone, query time only (the http lock order).
-static LAST_LABELS: Mutex<Option<(Instant, LabelBytes)>> = Mutex::new(None);
-
-/// Live bytes per (label key, value).
-type LabelBytes = HashMap<(String, String), u64>;
-
-/// Live bytes and growth per label value (see `with_labels`), one table per
-/// label key: the top `n` keys by live bytes, each with its top `n` values.
-/// Growth is since the previous view of the page.
-fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
+/// Live bytes per label value, and their growth over the growth monitor's
+/// window (the same for every viewer: measured against the monitor's
+/// history, not against whoever loaded the page last).
+fn labels_section(h: &mut String, snap: &Snapshot, n: usize) {
     let keys = snap.label_keys();
     if keys.is_empty() {
         return;
     }
-    let mut last = LAST_LABELS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut current = HashMap::new();
-    let since = last
-        .as_ref()
-        .map(|(t, _)| now.saturating_duration_since(*t));
+    let history = running_history();
     h.push_str("<h2>Live bytes by label</h2>");
-    if let Some(d) = since {
-        let _ = write!(
-            h,
-            r#"<p class="note">Growth since this page was last viewed, {:.0} s ago.</p>"#,
-            d.as_secs_f64()
-        );
+    let span = history.as_ref().and_then(|hs| {
+        let first = hs
+            .iter()
+            .filter_map(|s| s.points().first().map(|p| p.0))
+            .min()?;
+        let last = hs
+            .iter()
+            .filter_map(|s| s.points().last().map(|p| p.0))
+            .max()?;
+        Some(last.saturating_duration_since(first))
+    });
+    match span {
+        Some(d) => {
+            let _ = write!(
+                h,
+                r#"<p class="note">Growth over the growth monitor's window, the last {:.0} s.</p>"#,
+                d.as_secs_f64()
+            );
+        }
+        None => h.push_str(
+            r#"<p class="note">Start a growth monitor (leakscope::Monitor) for growth per label.</p>"#,
+        ),
     }
     for (key, _) in keys.iter().take(n) {
         let _ = write!(
@@ -238,17 +272,24 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
             escape(key)
         );
         for (value, bytes) in snap.by_label(key).into_iter().take(n) {
-            let before = last
-                .as_ref()
-                .and_then(|(_, m)| m.get(&(key.clone(), value.clone())));
-            let growth = match before {
-                Some(&b) => {
-                    let d = bytes as i128 - b as i128;
-                    let sign = if d >= 0 { "+" } else { "-" };
-                    format!("{sign}{}", human(d.unsigned_abs() as f64))
-                }
-                None => "".to_string(),
-            };
+            let growth = history.as_ref().map_or_else(String::new, |hs| {
+                let d: i128 = hs
+                    .iter()
+                    .filter(|s| {
+                        s.labels()
+                            .iter()
+                            .find(|(k, _)| k == key)
+                            .map_or("", |(_, v)| v.as_str())
+                            == value
+                    })
+                    .map(|s| {
+                        let first = s.points().first().map_or(0, |p| p.1);
+                        i128::from(s.live_bytes()) - i128::from(first)
+                    })
+                    .sum();
+                let sign = if d >= 0 { "+" } else { "-" };
+                format!("{sign}{}", human(d.unsigned_abs() as f64))
+            });
             let shown = if value.is_empty() {
                 "(none)"
             } else {
@@ -261,11 +302,9 @@ fn labels_section(h: &mut String, snap: &Snapshot, n: usize, now: Instant) {
                 escape(&human(bytes as f64)),
                 escape(&growth)
             );
-            current.insert((key.clone(), value), bytes);
         }
         h.push_str("</table>");
     }
-    *last = Some((now, current));
 }
 
 fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
@@ -280,14 +319,35 @@ fn sites_section(h: &mut String, snap: &Snapshot, n: usize) {
         h.push_str(r#"<p class="empty">No live recorded memory.</p>"#);
         return;
     }
+    // Under sampling, each estimate with its 95% interval and the samples
+    // behind it; exact mode shows the figures alone.
+    let sampled = snap.sample_interval() > 1;
+    if sampled {
+        let _ = write!(
+            h,
+            r#"<p class="note">Estimated from {} samples; ± is the half-width of a 95% interval.</p>"#,
+            group(snap.samples())
+        );
+    }
     h.push_str(r#"<table class="sites"><tr><th class="num">#</th><th>Function</th><th class="num">Live</th><th class="num">Live allocs</th><th class="num">Allocated</th></tr>"#);
     for (i, s) in sites.iter().enumerate() {
+        let live = if sampled {
+            let (_, high) = s.live_bytes_interval();
+            format!(
+                "{} ± {} ({} samples)",
+                human(s.live_bytes() as f64),
+                human(high.saturating_sub(s.live_bytes()) as f64),
+                s.samples()
+            )
+        } else {
+            human(s.live_bytes() as f64)
+        };
         let _ = write!(
             h,
             r#"<tr><td class="num">{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
             i + 1,
             site_cell(s.id(), s.frames(), s.labels()),
-            escape(&human(s.live_bytes() as f64)),
+            escape(&live),
             group(s.live_allocs()),
             escape(&human(s.total_bytes() as f64)),
         );
@@ -303,17 +363,15 @@ fn site_cell(id: u32, frames: &[Frame], labels: &[(String, String)]) -> String {
         .unwrap_or(0);
     let from_owner = &frames[start..];
     let folded: Vec<&str> = from_owner.iter().rev().map(Frame::function).collect();
-    let mut listed = String::new();
-    for f in from_owner {
-        match (f.file(), f.line()) {
-            (Some(file), Some(line)) => {
-                let _ = writeln!(listed, "{} ({file}:{line})", f.function());
-            }
-            _ => {
-                let _ = writeln!(listed, "{}", f.function());
-            }
-        }
-    }
+    // Frame by frame as the text report shows them: runs of async runtime
+    // frames folded into one line, long generic names shortened (the
+    // folded line above keeps every frame whole).
+    let mut text = String::new();
+    let _ = write_frames(&mut text, from_owner, false);
+    let listed: String = text
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
     // The site's labels, when it has any: the same stack under two tenants
     // is two sites, told apart here.
     let labels: String = labels.iter().map(|(k, v)| format!(" · {k}={v}")).collect();

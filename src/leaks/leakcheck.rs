@@ -193,7 +193,7 @@ fn report(leaked: &Snapshot, caller: &Location<'_>) -> String {
             owner_name(frames),
             site.id()
         );
-        let _ = write_frames(&mut s, frames);
+        let _ = write_frames(&mut s, frames, false);
         let _ = writeln!(s, "        (inside assert_no_leaks at {caller})");
     }
     if sites.len() > REPORT_SITES {

@@ -2,10 +2,10 @@
 //! per-site live bytes and flags the sites that keep growing (leak suspects).
 //!
 //! Each interval the thread reads the per-site counters (no walk of the live
-//! lists, see `snapshot::summary`) and appends one number per site to a
-//! sliding window. Memory is bounded by (sites live in the window) x
-//! `window` numbers; a site whose live bytes were zero for the whole window
-//! is forgotten.
+//! lists, see `snapshot::summary`) and appends one point per site to the
+//! history's levels (see `window.rs`). Memory is bounded by (sites live in
+//! the retained history) x `LEVELS` x `window` points; a site whose live
+//! bytes were zero at every retained point is forgotten.
 //!
 //! **The thread holds the reentrancy guard for its whole life**, so nothing
 //! it allocates (the window, the summaries, symbolization, the `log` call and
@@ -18,9 +18,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::dump::{DEFAULT_MAX_DUMPS, DumpConfig, Dumper};
 use super::running::{self, View};
+use super::status::MonitorStatus;
 use super::suspect::{SiteHistory, Suspect};
-use super::window::Window;
+use super::window::{Window, min_points};
 use crate::Error;
 use crate::profile;
 use crate::recorder::Guard;
@@ -52,6 +54,7 @@ pub struct MonitorConfig {
     window: usize,
     min_growth_bytes: u64,
     on_suspect: Option<Callback>,
+    dumps: DumpConfig,
 }
 
 impl MonitorConfig {
@@ -72,6 +75,13 @@ impl MonitorConfig {
             window: 30,
             min_growth_bytes: 1 << 20,
             on_suspect: None,
+            dumps: DumpConfig {
+                dir: None,
+                on_new_high: None,
+                near_limit: Vec::new(),
+                memory_limit: None,
+                max_dumps: None,
+            },
         }
     }
 
@@ -139,6 +149,102 @@ impl MonitorConfig {
         self
     }
 
+    /// Turns on heap dumps (the black box): the monitor's thread writes a
+    /// pprof profile (`.pb.gz`, for `go tool pprof`) and the text report
+    /// beside it (`.txt`) into `dir` on the triggers set with
+    /// [`dump_on_new_high`](MonitorConfig::dump_on_new_high) and
+    /// [`dump_near_limit`](MonitorConfig::dump_near_limit) (at least one is
+    /// needed). Names carry the time and the reason:
+    /// `heap-<ms since the epoch>-<seq>-new-high.pb.gz`. Each file is written
+    /// to a temporary name and renamed, so a kill mid-write (the OOM killer)
+    /// leaves no torn dump. The directory is created if needed; one that
+    /// cannot be created or written makes [`Monitor::start`] fail. Needs the
+    /// `pprof` feature.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = std::env::temp_dir().join("leakscope-doc-dumps");
+    /// let config = leakscope::MonitorConfig::default()
+    ///     .dump_dir(&dir)
+    ///     .dump_on_new_high(256 << 20)
+    ///     .dump_near_limit(&[0.8, 0.9])
+    ///     .memory_limit(4 << 30)
+    ///     .max_dumps(8);
+    /// let monitor = leakscope::Monitor::start(config)?;
+    /// # drop(monitor);
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> MonitorConfig {
+        self.dumps.dir = Some(dir.into());
+        self
+    }
+
+    /// Dumps each time the live heap (the sum of the sites' estimates)
+    /// passes its previous high by `bytes`: the first summary sets the high,
+    /// each dump raises it to the live heap then. Must not be zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().dump_dir("dumps").dump_on_new_high(64 << 20);
+    /// # let _ = config;
+    /// ```
+    pub fn dump_on_new_high(mut self, bytes: u64) -> MonitorConfig {
+        self.dumps.on_new_high = Some(bytes);
+        self
+    }
+
+    /// Dumps once per rise of the resident size past each of these
+    /// fractions of the memory limit (each in (0, 1]; a fraction re-arms
+    /// when the resident size falls below it again). The limit is
+    /// [`memory_limit`](MonitorConfig::memory_limit) when set, else the
+    /// process's own cgroup's (v2 `memory.max`, v1
+    /// `memory.limit_in_bytes`); with neither, [`Monitor::start`] fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default()
+    ///     .dump_dir("dumps")
+    ///     .dump_near_limit(&[0.75, 0.9, 0.97])
+    ///     .memory_limit(2 << 30);
+    /// # let _ = config;
+    /// ```
+    pub fn dump_near_limit(mut self, fractions: &[f64]) -> MonitorConfig {
+        self.dumps.near_limit = fractions.to_vec();
+        self
+    }
+
+    /// The memory limit that [`dump_near_limit`](MonitorConfig::dump_near_limit)
+    /// measures against, instead of the cgroup's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().memory_limit(512 << 20);
+    /// # let _ = config;
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> MonitorConfig {
+        self.dumps.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Dumps kept in the directory (16 by default): past `n`, the oldest
+    /// (by the time in their names, earlier runs' included) are deleted with
+    /// their text reports. At least 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::default().dump_dir("dumps").max_dumps(4);
+    /// # let _ = config;
+    /// ```
+    pub fn max_dumps(mut self, n: usize) -> MonitorConfig {
+        self.dumps.max_dumps = Some(n);
+        self
+    }
+
     fn validate(&self) -> Result<(), Error> {
         if self.interval.is_zero() {
             return Err(Error::InvalidConfig(
@@ -171,6 +277,14 @@ impl fmt::Debug for MonitorConfig {
                 "on_suspect",
                 &self.on_suspect.as_ref().map(|_| "Fn(&Suspect)"),
             )
+            .field("dump_dir", &self.dumps.dir)
+            .field("dump_on_new_high", &self.dumps.on_new_high)
+            .field("dump_near_limit", &self.dumps.near_limit)
+            .field("memory_limit", &self.dumps.memory_limit)
+            .field(
+                "max_dumps",
+                &self.dumps.max_dumps.unwrap_or(DEFAULT_MAX_DUMPS),
+            )
             .finish()
     }
 }
@@ -178,39 +292,63 @@ impl fmt::Debug for MonitorConfig {
 /// A running growth monitor: a background thread that summarises per-site
 /// live bytes every interval and flags the sites that keep growing.
 ///
+/// # What it keeps
+///
+/// One point per site per summary at the finest level, and coarser levels
+/// each `window` times coarser than the one below (4 levels: at the defaults
+/// of 10 s x 30, windows of 5 minutes, 2.5 hours, 3 days and 3 months), each
+/// holding its last `window` points. Every level is judged once it has
+/// `min(window, 5)` points, so the first verdict comes `min(window, 5) - 1`
+/// intervals after start (40 s at the defaults), on a partial window;
+/// [`status`](Monitor::status) says so until then. Memory is bounded: 4 x
+/// `window` points (24 bytes each) per site that held live bytes at some
+/// retained point.
+///
 /// # The suspect rule
 ///
-/// Verdicts start once the window is full (`window` summaries, the first one
-/// taken at start): on a part of a window, a cache warming up and a leak look
-/// alike. Then let `v[0..n]` be a site's live bytes in the `n = window`
-/// summaries (at least 3), `G = v[n-1] - v[0]` its growth over the window and
-/// `k = ceil((n-1)/3)` the "recent" part. The site is a suspect when all of
-/// these hold:
+/// On one level, let `v[0..n]` be a site's live bytes at its points,
+/// `G = v[n-1] - v[0]`, `mid = (n-1)/2` and `k = ceil((n-1)/3)`. A change is
+/// *clear* when it exceeds twice its sampling standard deviation (below).
+/// The site is a suspect when all of these hold:
 ///
-/// 1. **enough growth**: `G >= min_growth_bytes`;
-/// 2. **sustained**: it rose in more than half of the `n-1` intervals;
-/// 3. **a clear trend**: the least-squares line of live bytes against time
-///    has a positive slope and explains at least 70% of the variance
-///    (R² >= 0.7), which rules out sawtooth and random-walk patterns;
-/// 4. **not a burst that came back down**: the last value is within `G/4`
+/// 1. **enough growth**: `G >= min_growth_bytes`, and clear;
+/// 2. **not a burst that came back down**: the last value is within `G/4`
 ///    of the window's maximum;
-/// 5. **not a plateau**: over the last `k` intervals it still grew, at no
+/// 3. **sustained, smooth or step-wise**: a clear new high in the first half
+///    (over `v[0]`) and another in the second half (over the first half's
+///    maximum). A `Vec` growing by doublings (flat for ever longer stretches
+///    between steps) passes on the level whose window holds two steps; a
+///    buffer that doubled up to its size within one interval and stayed there
+///    (one step) never does, nor does a sawtooth whose peaks do not rise;
+/// 4. **not a plateau**: over the last `k` intervals it grew clearly, at no
 ///    less than a quarter of its average rate over the window.
 ///
-/// The score is `G x R² x (intervals that rose / intervals)`: the window's
-/// growth in bytes, discounted by how irregular it was. Suspects are sorted
-/// by score, highest first.
+/// A site named by any level is a suspect; its figures come from the finest
+/// level naming it ([`Suspect::level`]). The score is `G`; suspects are
+/// sorted by score, highest first.
 ///
-/// The window slides: a site that stops growing drops out once the recent
-/// part of the window is flat (rule 5). A cache that fills in less than half
-/// the window and then stays flat is never a suspect (rule 2), while one that
-/// is still filling after two thirds of the window looks like a leak until
-/// it has been flat for a while: make the window at least twice as long as
-/// your caches take to warm up.
+/// # Sampling noise
 ///
-/// Under sampling, a site shows up reliably only if it grows by at least
-/// the sample interval (512 KiB by default) in most intervals; choose the
-/// interval accordingly.
+/// Under sampling (interval `R`), the change of a site's estimate between two
+/// points has a standard deviation of at most
+/// `sqrt(min(R x churned bytes, 0.65 x R² x churned blocks))`, where
+/// "churned" is what the site allocated plus freed between the two points:
+/// a block of `s` bytes, sampled with probability `p = 1 - exp(-s/R)` and
+/// weighted `1/p`, adds `s² / (exp(s/R) - 1)` to the variance, which is at
+/// most `R·s` and at most `0.65·R²`. Blocks live at both points cancel
+/// exactly. Exact mode has no noise. So a small cache churning many
+/// megabytes needs a larger real growth to be named than a leak that only
+/// allocates.
+///
+/// # What it cannot see
+///
+/// A cache still filling looks like a leak until it stops (rule 4 clears it
+/// once its last third is flat); a leak slower than `min_growth_bytes` over
+/// the coarsest window judged so far is not named yet; under sampling, a
+/// site growing by less than a few sample intervals (512 KiB by default)
+/// over a window is within noise. Live bytes only: memory freed late (at
+/// shutdown) or held outside the global allocator (mmap, C libraries) is
+/// not seen.
 ///
 /// When a site becomes a suspect for the first time, the monitor logs a
 /// warning through the `log` crate (target `leakscope::monitor`) with its
@@ -245,6 +383,11 @@ pub struct Monitor {
 /// What the monitor thread and the `Monitor` handle share.
 struct Shared {
     state: Mutex<State>,
+    /// When the monitor started (the first summary), for `status`.
+    started: Instant,
+    interval: Duration,
+    /// Points the finest level needs for a verdict.
+    min_points: usize,
     /// Signalled by `stop`, so the thread does not sleep out its interval.
     wake: Condvar,
 }
@@ -265,6 +408,22 @@ impl View for Shared {
         lock(&self.state).window.history()
     }
 
+    fn status(&self) -> MonitorStatus {
+        let state = lock(&self.state);
+        let first_verdict_in = (!state.window.judged()).then(|| {
+            let due = self
+                .interval
+                .checked_mul(self.min_points.saturating_sub(1) as u32)
+                .unwrap_or(Duration::MAX);
+            due.saturating_sub(self.started.elapsed())
+        });
+        MonitorStatus {
+            first_verdict_in,
+            horizon: state.window.horizon(),
+            suspects: state.suspects.len(),
+        }
+    }
+
     fn stopped(&self) -> bool {
         lock(&self.state).stop
     }
@@ -281,8 +440,11 @@ impl Monitor {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for a zero interval or a window below 3;
-    /// [`Error::Io`] if the thread cannot be spawned.
+    /// [`Error::InvalidConfig`] for a zero interval, a window below 3, or a
+    /// bad dump setting (see [`MonitorConfig::dump_dir`]: a fraction outside
+    /// (0, 1], dump triggers without a directory, `dump_near_limit` with no
+    /// limit known); [`Error::Io`] if the dump directory cannot be created
+    /// or written, or the thread cannot be spawned.
     ///
     /// # Examples
     ///
@@ -299,6 +461,7 @@ impl Monitor {
     /// ```
     pub fn start(config: MonitorConfig) -> Result<Monitor, Error> {
         Guard::run(|| config.validate())?;
+        let dumper = Guard::run(|| Dumper::new(&config.dumps))?;
         // Under the guard: the shared state and the thread's own bookkeeping
         // (its handle, name, closure) belong to the monitor, not to the
         // program being profiled.
@@ -309,6 +472,9 @@ impl Monitor {
                     window: Window::new(config.window),
                     suspects: Vec::new(),
                 }),
+                started: Instant::now(),
+                interval: config.interval,
+                min_points: min_points(config.window),
                 wake: Condvar::new(),
             });
             // So `/metrics` and the dashboard find this monitor.
@@ -320,7 +486,7 @@ impl Monitor {
                 .name("leakscope-monitor".to_string())
                 .spawn({
                     let shared = shared.clone();
-                    move || run(&shared, &config)
+                    move || run(&shared, &config, dumper)
                 })?;
             Ok(Monitor {
                 shared,
@@ -333,8 +499,9 @@ impl Monitor {
     }
 
     /// The current leak suspects, most suspicious (highest score) first.
-    /// Evaluated on the latest window; empty until the window is full (the
-    /// first `window` summaries, taken `window - 1` intervals after start).
+    /// Evaluated on every level of the history at the latest summary; empty
+    /// before the first verdict (see [`status`](Monitor::status), which
+    /// tells "not judged yet" from "no suspects").
     ///
     /// # Examples
     ///
@@ -349,9 +516,26 @@ impl Monitor {
         Guard::run(|| View::suspects(&*self.shared))
     }
 
+    /// Whether the monitor has judged yet (and if not, when it will), how far
+    /// back it looks, and how many suspects it has: what to show instead of
+    /// an empty list that reads as "all clear".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let monitor = leakscope::Monitor::start(Default::default())?;
+    /// let status = monitor.status();
+    /// assert!(!status.judged());
+    /// assert!(status.to_string().starts_with("not judged yet: first verdict in "));
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn status(&self) -> MonitorStatus {
+        Guard::run(|| View::status(&*self.shared))
+    }
+
     /// The retained series of every site that held live bytes during the
-    /// current window, largest live bytes first: up to `window` points per
-    /// site, for plots and dashboards. Points of a site are aligned with
+    /// finest level's window, largest live bytes first: up to `window` points
+    /// per site, for plots and dashboards. Points of a site are aligned with
     /// those of every other site (a site that had no live bytes at a summary
     /// has a zero there).
     ///
@@ -419,7 +603,7 @@ impl fmt::Debug for Monitor {
 }
 
 /// The monitor thread.
-fn run(shared: &Shared, config: &MonitorConfig) {
+fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
     // Held until the thread ends; see the module docs. A new thread never
     // holds it already, so this is always `Some`.
     let _guard = Guard::enter();
@@ -427,13 +611,28 @@ fn run(shared: &Shared, config: &MonitorConfig) {
     let mut next = Instant::now();
     loop {
         let summary = profile::summary();
-        let fresh: Vec<Suspect> = {
+        let live: u64 = summary.live.iter().sum();
+        // Exact mode: every live block is a sample, and the counters say how
+        // many. Under sampling, counted from the live lists below.
+        let exact_blocks = (summary.sample_interval <= 1).then(|| summary.live_blocks.clone());
+        let mut suspects = {
             let mut state = lock(&shared.state);
             if state.stop {
                 return;
             }
             state.window.push(summary);
-            state.suspects = state.window.suspects(config.min_growth_bytes);
+            state.window.suspects(config.min_growth_bytes)
+        };
+        // Outside the lock: the walk copies the live lists.
+        if !suspects.is_empty() {
+            let counts = exact_blocks.unwrap_or_else(profile::live_samples);
+            for s in &mut suspects {
+                s.samples = counts.get(s.id as usize).copied().unwrap_or(0);
+            }
+        }
+        let fresh: Vec<Suspect> = {
+            let mut state = lock(&shared.state);
+            state.suspects = suspects;
             state
                 .suspects
                 .iter()
@@ -445,6 +644,10 @@ fn run(shared: &Shared, config: &MonitorConfig) {
         // while, and `suspects()`/`history()` callers should not wait for them.
         for suspect in &fresh {
             announce(suspect, config.on_suspect.as_ref());
+        }
+        // Outside the lock too: a dump takes a snapshot and writes files.
+        if let Some(d) = &mut dumper {
+            d.after_summary(live);
         }
 
         // Fixed rate; after falling behind (a slow callback, a stopped

@@ -9,6 +9,7 @@
 
 use std::sync::{Mutex, Weak};
 
+use super::status::MonitorStatus;
 use super::suspect::{SiteHistory, Suspect};
 use crate::recorder::Guard;
 
@@ -18,6 +19,8 @@ pub(super) trait View: Send + Sync {
     fn suspects(&self) -> Vec<Suspect>;
     /// As `Monitor::history`.
     fn history(&self) -> Vec<SiteHistory>;
+    /// As `Monitor::status`.
+    fn status(&self) -> MonitorStatus;
     /// Whether the monitor has been stopped (its thread may still be ending).
     fn stopped(&self) -> bool;
 }
@@ -55,4 +58,10 @@ pub(crate) fn running_suspects() -> Option<Vec<Suspect>> {
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn running_history() -> Option<Vec<SiteHistory>> {
     Guard::run(|| first().map(|v| v.history()))
+}
+
+/// The status of the running monitor; `None` when no monitor runs.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn running_status() -> Option<MonitorStatus> {
+    Guard::run(|| first().map(|v| v.status()))
 }

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::profile::{Frame, SiteStack};
 use crate::recorder::Guard;
-use crate::report::text::{human, owner_location, owner_name, write_frames};
+use crate::report::text::{
+    human, labels_suffix, owner_location, owner_name, short_name, write_frames,
+};
 
 /// Frames shown by a suspect's one-screen `Display` (and the log warning).
 const TOP_FRAMES: usize = 5;
@@ -32,10 +34,17 @@ pub struct Suspect {
     pub(super) id: u32,
     pub(super) stack: SiteStack,
     pub(super) growth_bytes: i64,
+    /// Standard deviation of `growth_bytes` from sampling (0 in exact mode).
+    pub(super) growth_sd: f64,
     pub(super) growth_rate: f64,
     pub(super) live_bytes: u64,
     pub(super) score: f64,
     pub(super) span: Duration,
+    /// The level of the monitor's history that named it (0: the finest).
+    pub(super) level: usize,
+    pub(super) sample_interval: u64,
+    /// Recorded live blocks of the site when judged.
+    pub(super) samples: u64,
 }
 
 impl Suspect {
@@ -66,9 +75,55 @@ impl Suspect {
         self.stack.labels()
     }
 
-    /// Growth of live bytes from the first to the last summary of the window.
+    /// Growth of live bytes from the first to the last point of the window
+    /// judged (the finest level of the monitor's history that names the site).
     pub fn growth_bytes(&self) -> i64 {
         self.growth_bytes
+    }
+
+    /// A 95% interval for [`growth_bytes`](Suspect::growth_bytes) under
+    /// sampling: `growth ± 2 sd`, with the standard deviation bounded from the
+    /// site's churn between the two points by the sampling model (see
+    /// [`Monitor`](super::Monitor)). A single point in exact mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let monitor = leakscope::Monitor::start(Default::default())?;
+    /// for s in monitor.suspects() {
+    ///     let (low, high) = s.growth_interval();
+    ///     assert!(low <= s.growth_bytes() as f64 && s.growth_bytes() as f64 <= high);
+    /// }
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn growth_interval(&self) -> (f64, f64) {
+        let g = self.growth_bytes as f64;
+        let d = super::trend::Z * self.growth_sd;
+        (g - d, g + d)
+    }
+
+    /// The number of recorded (sampled) live blocks behind
+    /// [`live_bytes`](Suspect::live_bytes) when the site was judged, as
+    /// [`Site::samples`](crate::Site::samples): counted from the live lists
+    /// under sampling (only at summaries with suspects), from the counters
+    /// in exact mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let monitor = leakscope::Monitor::start(Default::default())?;
+    /// for s in monitor.suspects() {
+    ///     println!("{} live from {} samples", s.live_bytes(), s.samples());
+    /// }
+    /// # Ok::<(), leakscope::Error>(())
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// The sample interval in force when the site was judged (1: exact).
+    pub fn sample_interval(&self) -> u64 {
+        self.sample_interval
     }
 
     /// Growth rate in bytes per second: the slope of the least-squares line
@@ -89,7 +144,14 @@ impl Suspect {
         self.score
     }
 
-    /// Time from the first to the last summary of the window judged.
+    /// Which level of the monitor's history named the site: 0 for the finest
+    /// (one point per summary), `l` for the one with a point every
+    /// `window^l` summaries.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+
+    /// Time from the first to the last point of the window judged.
     pub fn span(&self) -> Duration {
         self.span
     }
@@ -105,20 +167,37 @@ impl Suspect {
     fn write_text(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let frames = self.frames();
         let location = owner_location(frames);
+        let labels = labels_suffix(self.labels());
+        let noise = if self.growth_sd > 0.0 {
+            format!(" ± {}", human(super::trend::Z * self.growth_sd))
+        } else {
+            String::new()
+        };
         writeln!(
             f,
-            "leak suspect: {}{}{} (site {}) grew by {} in {:.1} s ({}/s), {} live now",
-            owner_name(frames),
+            "leak suspect: {}{}{} (site {}{}) grew by {}{} in {:.1} s ({}/s), {} live now{}",
+            if f.alternate() {
+                owner_name(frames)
+            } else {
+                short_name(&owner_name(frames)).into_owned()
+            },
             if location.is_empty() { "" } else { " at " },
             location,
             self.id,
+            labels,
             human(self.growth_bytes as f64),
+            noise,
             self.span.as_secs_f64(),
             human(self.growth_rate),
             human(self.live_bytes as f64),
+            if self.sample_interval > 1 {
+                format!(" ({} samples)", self.samples)
+            } else {
+                String::new()
+            },
         )?;
         if f.alternate() {
-            return write_frames(f, frames);
+            return write_frames(f, frames, true);
         }
         // The innermost frames are allocator and collection internals; show
         // the owner (see `Site::owner`) and the few frames around it.
@@ -127,7 +206,7 @@ impl Suspect {
             .and_then(|o| frames.iter().position(|fr| std::ptr::eq(fr, o)))
             .unwrap_or(0);
         let shown = &frames[start..frames.len().min(start + TOP_FRAMES)];
-        write_frames(f, shown)?;
+        write_frames(f, shown, false)?;
         if start + shown.len() < frames.len() {
             writeln!(
                 f,

@@ -36,7 +36,7 @@ pub const DEFAULT_TOP_SITES: usize = 20;
 /// is stored in every sample of the series.
 const MAX_LABEL_CHARS: usize = 200;
 
-type Labels = Vec<(&'static str, String)>;
+type Labels = Vec<(std::borrow::Cow<'static, str>, String)>;
 
 /// Writes the heap's metrics in the Prometheus text format, from a fresh
 /// [`snapshot()`]:
@@ -137,13 +137,13 @@ pub(crate) fn render(
         for s in &top {
             shown = shown.saturating_add(s.live_bytes());
             sites
-                .get_or_create(&site_labels(s.id(), s.frames()))
+                .get_or_create(&site_labels(s.id(), s.frames(), s.labels()))
                 .set(clamp(s.live_bytes()));
         }
         let other: Labels = vec![
-            ("site", "other".to_string()),
-            ("function", String::new()),
-            ("location", String::new()),
+            ("site".into(), "other".to_string()),
+            ("function".into(), String::new()),
+            ("location".into(), String::new()),
         ];
         sites
             .get_or_create(&other)
@@ -159,8 +159,8 @@ pub(crate) fn render(
             for (value, bytes) in values {
                 by_label
                     .get_or_create(&vec![
-                        ("key", bounded(key.clone())),
-                        ("value", bounded(value)),
+                        ("key".into(), bounded(key.clone())),
+                        ("value".into(), bounded(value)),
                     ])
                     .set(clamp(bytes));
             }
@@ -175,7 +175,7 @@ pub(crate) fn render(
             let growth = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
             for s in suspects.iter().take(top_n) {
                 growth
-                    .get_or_create(&site_labels(s.id(), s.frames()))
+                    .get_or_create(&site_labels(s.id(), s.frames(), s.labels()))
                     .set(s.growth_rate());
             }
             registry.register(
@@ -213,12 +213,51 @@ fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<(String, Vec<(String, u64)>)
         .collect()
 }
 
-fn site_labels(id: u32, frames: &[Frame]) -> Labels {
-    vec![
-        ("site", id.to_string()),
-        ("function", bounded(owner_name(frames))),
-        ("location", bounded(owner_location(frames))),
-    ]
+/// A site's series labels: its id, owner function and location, and its own
+/// label set (see `with_labels`), so three tenants' series differ by
+/// `tenant="..."` rather than by an id that changes at every restart. The
+/// series count is unchanged (one per site, bounded as above); the site's
+/// label keys are made valid Prometheus names (see [`label_name`]) and
+/// values bounded like every other.
+fn site_labels(id: u32, frames: &[Frame], labels: &[(String, String)]) -> Labels {
+    let mut out: Labels = vec![
+        ("site".into(), id.to_string()),
+        ("function".into(), bounded(owner_name(frames))),
+        ("location".into(), bounded(owner_location(frames))),
+    ];
+    for (k, v) in labels {
+        let name = label_name(k);
+        if out.iter().all(|(n, _)| *n != name) {
+            out.push((name.into(), bounded(v.clone())));
+        }
+    }
+    out
+}
+
+/// `key` as a Prometheus label name: characters outside `[a-zA-Z0-9_]`
+/// become `_`, and a name that would collide with ours (`site`, `function`,
+/// `location`), start with a digit or with the reserved `__`, or be empty is
+/// prefixed with `label_`.
+fn label_name(key: &str) -> String {
+    let mut name: String = key
+        .chars()
+        .take(MAX_LABEL_CHARS)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty()
+        || name.starts_with("__")
+        || name.starts_with(|c: char| c.is_ascii_digit())
+        || ["site", "function", "location"].contains(&name.as_str())
+    {
+        name.insert_str(0, "label_");
+    }
+    name
 }
 
 fn clamp(v: u64) -> i64 {
@@ -240,6 +279,18 @@ fn bounded(s: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_keys_become_prometheus_names() {
+        assert_eq!(label_name("tenant"), "tenant");
+        assert_eq!(label_name("http.route"), "http_route");
+        assert_eq!(label_name("site"), "label_site");
+        assert_eq!(label_name("__x"), "label___x");
+        assert_eq!(label_name("9a"), "label_9a");
+        assert_eq!(label_name(""), "label_");
+        let l = site_labels(3, &[], &[("tenant".into(), "acme".into())]);
+        assert!(l.iter().any(|(k, v)| k == "tenant" && v == "acme"), "{l:?}");
+    }
 
     #[test]
     fn long_labels_are_cut() {

@@ -52,6 +52,11 @@ pub struct SiteDelta {
     total_allocs_delta: i64,
     live_bytes: u64,
     live_allocs: u64,
+    /// Recorded blocks behind `live_bytes_delta`: born since the base, or
+    /// freed since it.
+    samples: u64,
+    /// Estimated sampling variance of `live_bytes_delta`.
+    variance: f64,
 }
 
 fn delta(now: u64, base: u64) -> i64 {
@@ -66,6 +71,13 @@ impl Diff {
         for s in &now.sites {
             seen.insert(s.id);
             let b = by_id.get(&s.id);
+            // Blocks live in both snapshots cancel exactly (one sampling
+            // decision counts in both): only those born since the base and
+            // those freed since it carry sampling noise. A block born before
+            // the base's clock reading is taken as held by the base too.
+            let (n, v) = (s.samples(), s.live_variance());
+            let (old_n, old_v) = s.born_by(base.taken_us);
+            let (base_n, base_v) = b.map_or((0, 0.0), |b| (b.samples(), b.live_variance()));
             let d = SiteDelta {
                 id: s.id,
                 stack: s.stack.clone(),
@@ -75,6 +87,8 @@ impl Diff {
                 total_allocs_delta: delta(s.total_allocs, b.map_or(0, |b| b.total_allocs)),
                 live_bytes: s.live_bytes,
                 live_allocs: s.live_allocs,
+                samples: (n - old_n) + base_n.saturating_sub(old_n),
+                variance: (v - old_v).max(0.0) + (base_v - old_v).max(0.0),
             };
             sites.push(d);
         }
@@ -88,6 +102,8 @@ impl Diff {
                 total_allocs_delta: 0,
                 live_bytes: 0,
                 live_allocs: 0,
+                samples: b.samples(),
+                variance: b.live_variance(),
             });
         }
         sites.retain(|d| {
@@ -173,6 +189,67 @@ impl Diff {
 }
 
 impl SiteDelta {
+    /// The number of recorded (sampled) blocks behind
+    /// [`live_bytes_delta`](SiteDelta::live_bytes_delta): those born since the
+    /// base snapshot plus those freed since it (blocks live in both cancel
+    /// exactly).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let kept = vec![0u8; 4 << 20];
+    /// for d in leakscope::snapshot().diff(&base).sites() {
+    ///     println!("site {}: {:+} B from {} samples", d.id(), d.live_bytes_delta(), d.samples());
+    /// }
+    /// # drop(kept);
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// A 95% interval for the true change of live bytes under sampling (as
+    /// [`Site::live_bytes_interval`], over the blocks born or freed between
+    /// the two snapshots). In exact mode both ends are the change itself.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// let kept = vec![0u8; 4 << 20];
+    /// for d in leakscope::snapshot().diff(&base).sites() {
+    ///     let (low, high) = d.live_bytes_delta_interval();
+    ///     assert!(low <= d.live_bytes_delta() && d.live_bytes_delta() <= high);
+    /// }
+    /// # drop(kept);
+    /// ```
+    pub fn live_bytes_delta_interval(&self) -> (i64, i64) {
+        let (low, high) = super::site::interval(
+            self.live_bytes_delta as f64,
+            self.variance,
+            f64::NEG_INFINITY,
+        );
+        (low.floor() as i64, high.ceil() as i64)
+    }
+
+    /// Whether the change is within sampling noise: its 95% interval holds
+    /// zero. Never true in exact mode (no noise) unless the change is 0.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let base = leakscope::snapshot();
+    /// for d in leakscope::snapshot().diff(&base).sites() {
+    ///     if d.within_noise() {
+    ///         println!("site {} may not have changed at all", d.id());
+    ///     }
+    /// }
+    /// ```
+    pub fn within_noise(&self) -> bool {
+        let (low, high) = self.live_bytes_delta_interval();
+        low <= 0 && 0 <= high
+    }
+
     /// The site's stable id (see [`Site::id`]).
     pub fn id(&self) -> u32 {
         self.id

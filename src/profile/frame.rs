@@ -108,6 +108,79 @@ impl Frame {
         }
         is_std_name(&self.function)
     }
+
+    /// Whether this frame is async runtime machinery: the poll, dispatch
+    /// and service plumbing of tokio, hyper, axum, futures, tower, h2,
+    /// tracing's `Instrumented` and their kin, by the crate its function (or,
+    /// for `<T as Trait>::f`, its type or trait) belongs to. Text reports
+    /// fold runs of these frames (and the std frames between them) into one
+    /// line, as they fold std's; pprof keeps every frame.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// # for site in snap.sites() {
+    /// let mine = site.frames().iter().filter(|f| !f.is_async_runtime() && !f.is_std_library());
+    /// # let _ = mine.count();
+    /// # }
+    /// ```
+    pub fn is_async_runtime(&self) -> bool {
+        is_runtime_name(&self.function)
+    }
+}
+
+/// Crates whose frames are async runtime machinery (see
+/// [`Frame::is_async_runtime`]).
+const RUNTIME_CRATES: &[&str] = &[
+    "tokio",
+    "tokio_util",
+    "tokio_stream",
+    "hyper",
+    "hyper_util",
+    "axum",
+    "axum_core",
+    "futures",
+    "futures_util",
+    "futures_core",
+    "futures_executor",
+    "tower",
+    "tower_http",
+    "tower_service",
+    "tower_layer",
+    "h2",
+    "tracing",
+    "tracing_futures",
+    "async_std",
+    "async_executor",
+    "async_task",
+    "smol",
+    "actix_rt",
+    "actix_http",
+    "actix_service",
+    "warp",
+    "tonic",
+    "pin_project_lite",
+];
+
+/// The name rule of [`Frame::is_async_runtime`]: the path's first segment
+/// (after `<`, `&`, `mut `) is a runtime crate, or, for `<T as Trait>::f`
+/// with a user type `T`, the trait's is and `T` is a generic parameter.
+pub(crate) fn is_runtime_name(name: &str) -> bool {
+    let s = strip_refs(name);
+    let runtime = |s: &str| {
+        let krate = s.split("::").next().unwrap_or("");
+        RUNTIME_CRATES.contains(&krate) && s.len() > krate.len()
+    };
+    if runtime(s) {
+        return true;
+    }
+    if let Some((ty, rest)) = s.split_once(" as ") {
+        if !ty.is_empty() && ty.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            return runtime(strip_refs(rest));
+        }
+    }
+    false
 }
 
 pub(super) fn is_std_path(file: &str) -> bool {
@@ -234,6 +307,30 @@ pub(super) fn test_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_names() {
+        for name in [
+            "tokio::runtime::task::harness::Harness<T,S>::poll",
+            "<tokio::runtime::blocking::task::BlockingTask<T> as core::future::future::Future>::poll",
+            "<hyper::proto::h1::dispatch::Server<S,hyper::body::incoming::Incoming> as hyper::proto::h1::dispatch::Dispatch>::poll_msg",
+            "<axum::routing::Router as tower_service::Service<http::request::Request<B>>>::call",
+            "<F as futures_core::future::TryFuture>::try_poll",
+            "<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll",
+            "h2::proto::streams::streams::Streams<B,P>::recv_data",
+        ] {
+            assert!(is_runtime_name(name), "{name}");
+        }
+        for name in [
+            "myapp::handler::{{closure}}",
+            "<myapp::Cache as tower_service::Service<R>>::call",
+            "core::ops::function::FnOnce::call_once",
+            "tokio_like::poll",
+            "tokio",
+        ] {
+            assert!(!is_runtime_name(name), "{name}");
+        }
+    }
 
     #[test]
     fn std_names() {

@@ -22,7 +22,7 @@ pub use snapshot::{Snapshot, snapshot};
 
 pub(crate) use frame::owner;
 pub(crate) use notes::{NO_FRAME_POINTERS, NO_SYMBOLS, binary_has_symbols, frame_pointers_missing};
-pub(crate) use snapshot::{Summary, summary};
+pub(crate) use snapshot::{Summary, live_samples, summary};
 pub(crate) use symbolize::SiteStack;
 #[cfg(feature = "http")]
 pub(crate) use symbolize::function_at;

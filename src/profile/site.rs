@@ -6,6 +6,32 @@ use std::time::Duration;
 
 use super::frame::{Frame, owner};
 use super::symbolize::SiteStack;
+use crate::recorder::COUNT_ONE;
+
+/// The normal quantile of a two-sided 95% interval.
+pub(crate) const Z95: f64 = 1.96;
+
+/// The estimated variance one sampled block adds to its site's estimate.
+///
+/// Under Poisson sampling a block is recorded with probability `p` and
+/// counted with weight `w = 1/p` (its estimate `e = w·s` bytes); the
+/// Horvitz-Thompson variance estimate of a sum of such terms is
+/// `Σ e² (1 - p)`, i.e. `e² (1 - 1/w)` per recorded block: 0 in exact mode
+/// (`w = 1`), about `R²` for a block much smaller than the interval `R`.
+fn block_variance(b: &Born) -> f64 {
+    let w = b.count as f64 / COUNT_ONE as f64;
+    if w <= 1.0 {
+        return 0.0;
+    }
+    let e = b.bytes as f64;
+    e * e * (1.0 - 1.0 / w)
+}
+
+/// `value ± Z95 sd`, the low end clamped at `floor`.
+pub(crate) fn interval(value: f64, variance: f64, floor: f64) -> (f64, f64) {
+    let d = Z95 * variance.max(0.0).sqrt();
+    ((value - d).max(floor), value + d)
+}
 
 /// One live recorded block's age data, kept per site for age queries.
 #[derive(Clone, Copy, Debug)]
@@ -133,5 +159,54 @@ impl Site {
         self.born
             .first()
             .map(|b| Duration::from_micros(self.taken_us.saturating_sub(b.birth_us)))
+    }
+
+    /// The number of recorded (sampled) live blocks behind the estimates:
+    /// the more, the smaller the sampling error. In exact mode every live
+    /// block is recorded, and this is [`live_allocs`](Site::live_allocs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// for site in snap.sites() {
+    ///     println!("site {}: {} B from {} samples", site.id(), site.live_bytes(), site.samples());
+    /// }
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.born.len() as u64
+    }
+
+    /// A 95% interval for the true live bytes under sampling: the estimate ±
+    /// 1.96 standard deviations, the variance estimated from the recorded
+    /// blocks (`Σ e² (1 - 1/w)` over blocks of estimate `e` and weight `w`,
+    /// the Horvitz-Thompson estimate for Poisson sampling), the low end
+    /// clamped at 0. In exact mode both ends are
+    /// [`live_bytes`](Site::live_bytes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// for site in leakscope::snapshot().sites() {
+    ///     let (low, high) = site.live_bytes_interval();
+    ///     assert!(low <= site.live_bytes() && site.live_bytes() <= high);
+    /// }
+    /// ```
+    pub fn live_bytes_interval(&self) -> (u64, u64) {
+        let (low, high) = interval(self.live_bytes as f64, self.live_variance(), 0.0);
+        (low.floor() as u64, high.ceil() as u64)
+    }
+
+    /// Estimated variance of [`live_bytes`](Site::live_bytes) from sampling.
+    pub(crate) fn live_variance(&self) -> f64 {
+        self.born.iter().map(block_variance).sum()
+    }
+
+    /// Samples and variance of the live blocks born at or before `us`
+    /// (tracker clock): in a diff, the blocks the base snapshot also held.
+    pub(crate) fn born_by(&self, us: u64) -> (u64, f64) {
+        let n = self.born.partition_point(|b| b.birth_us <= us);
+        let v = self.born[..n].iter().map(block_variance).sum();
+        (n as u64, v)
     }
 }

@@ -123,6 +123,9 @@ pub fn snapshot() -> Snapshot {
     })
 }
 
+/// A symbolized frame as a key: function, file, line.
+type FrameKey = (String, Option<String>, Option<u32>);
+
 /// Per-site live bytes at one moment, from the summed counters alone (no
 /// walk of the live lists): the growth monitor's per-interval sample.
 pub(crate) struct Summary {
@@ -134,6 +137,17 @@ pub(crate) struct Summary {
     /// Estimated live bytes of each site id (same indexing as `stacks`),
     /// summed over the site's raw stacks.
     pub(crate) live: Vec<u64>,
+    /// Estimated bytes allocated plus bytes freed by each site since the
+    /// start (cumulative, same indexing): the monitor bounds the sampling
+    /// noise of a change in live bytes with the churn between two summaries.
+    pub(crate) churn_bytes: Vec<u64>,
+    /// Estimated blocks allocated plus blocks freed, cumulative, likewise.
+    pub(crate) churn_blocks: Vec<u64>,
+    /// The sample interval when the summary was taken (1: exact).
+    pub(crate) sample_interval: u64,
+    /// Estimated live blocks per site (exact in exact mode, where every
+    /// block is a sample).
+    pub(crate) live_blocks: Vec<u64>,
 }
 
 /// Takes a [`Summary`]. Cheap: one pass over the books' counter chunks (and
@@ -146,14 +160,52 @@ pub(crate) fn summary() -> Summary {
         let totals = recorder::site_totals(raw_stacks.len());
         let merged = merge::merge(&raw_stacks, &raw_labels);
         let mut live = vec![0u64; merged.stacks.len()];
+        let mut churn_bytes = vec![0u64; merged.stacks.len()];
+        let mut churn_blocks = vec![0u64; merged.stacks.len()];
+        let mut live_blocks = vec![0u64; merged.stacks.len()];
         for (t, &site) in totals.iter().zip(&merged.of_raw) {
-            live[site as usize] += t.alloc_bytes.saturating_sub(t.free_bytes);
+            let site = site as usize;
+            live_blocks[site] += fixed_to_count(t.alloc_count.saturating_sub(t.free_count));
+            live[site] += t.alloc_bytes.saturating_sub(t.free_bytes);
+            churn_bytes[site] = churn_bytes[site]
+                .saturating_add(t.alloc_bytes)
+                .saturating_add(t.free_bytes);
+            churn_blocks[site] = churn_blocks[site]
+                .saturating_add(t.alloc_count.div_ceil(COUNT_ONE))
+                .saturating_add(t.free_count.div_ceil(COUNT_ONE));
         }
         Summary {
             taken_us,
             stacks: merged.stacks,
             live,
+            churn_bytes,
+            churn_blocks,
+            sample_interval: recorder::current_interval(),
+            live_blocks,
         }
+    })
+}
+
+/// The number of recorded live blocks of each site id (as in a
+/// [`Summary`]): a walk of the live lists, for the monitor's suspects under
+/// sampling, where the counters say nothing about how many blocks were
+/// sampled.
+pub(crate) fn live_samples() -> Vec<u64> {
+    Guard::run(|| {
+        let recorder::HeapView {
+            stacks: raw_stacks,
+            labels: raw_labels,
+            blocks,
+            ..
+        } = recorder::heap_view();
+        let merged = merge::merge(&raw_stacks, &raw_labels);
+        let mut n = vec![0u64; merged.stacks.len()];
+        for b in &blocks {
+            if let Some(&site) = merged.of_raw.get(b.site as usize) {
+                n[site as usize] += 1;
+            }
+        }
+        n
     })
 }
 
@@ -213,6 +265,19 @@ impl Snapshot {
             taken_us,
             time,
         }
+    }
+
+    /// The number of recorded (sampled) live blocks the profile rests on,
+    /// over all sites (every live block in exact mode).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = leakscope::snapshot();
+    /// println!("{} live bytes estimated from {} samples", snap.live_bytes(), snap.samples());
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.sites.iter().map(|s| s.samples()).sum()
     }
 
     /// Estimated live bytes over all sites.
@@ -338,6 +403,80 @@ impl Snapshot {
             Some(cutoff) => self.restrict(|birth| birth <= cutoff),
             None => self.restrict(|_| false),
         }
+    }
+
+    /// The same report with labels folded away: one site per source-level
+    /// stack, summing the sites that differ only by their label sets (see
+    /// [`with_labels`](crate::with_labels)), so a leak that is not tied to a
+    /// tenant is one row, not one slice per tenant. Each folded site keeps the
+    /// smallest id of those it sums and has no labels. Its `{}` is the text
+    /// report's labels-folded view.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let a = leakscope::with_labels(&[("tenant", "a")], || vec![1u8; 1 << 20]);
+    /// let b = leakscope::with_labels(&[("tenant", "b")], || vec![1u8; 1 << 20]);
+    /// let folded = leakscope::snapshot().without_labels();
+    /// assert!(folded.sites().iter().all(|s| s.labels().is_empty()));
+    /// println!("{folded}");
+    /// # drop((a, b));
+    /// ```
+    pub fn without_labels(&self) -> Snapshot {
+        Guard::run(|| {
+            // Keyed by the symbolized stack: sites of one source-level stack
+            // under several label sets may hold different raw stacks.
+            let mut index: std::collections::HashMap<Vec<FrameKey>, usize> =
+                std::collections::HashMap::new();
+            let mut sites: Vec<Site> = Vec::new();
+            let mut ids: Vec<&Site> = self.sites.iter().collect();
+            ids.sort_by_key(|s| s.id);
+            for s in ids {
+                let key = s
+                    .frames()
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.function().to_string(),
+                            f.file().map(str::to_string),
+                            f.line(),
+                        )
+                    })
+                    .collect();
+                match index.get(&key) {
+                    Some(&i) => {
+                        let m = &mut sites[i];
+                        m.live_bytes += s.live_bytes;
+                        m.live_allocs += s.live_allocs;
+                        m.total_bytes += s.total_bytes;
+                        m.total_allocs += s.total_allocs;
+                        let mut born: Vec<Born> =
+                            m.born.iter().chain(s.born.iter()).copied().collect();
+                        born.sort_unstable_by_key(|b| b.birth_us);
+                        m.born = born.into();
+                    }
+                    None => {
+                        index.insert(key, sites.len());
+                        sites.push(Site {
+                            stack: s
+                                .stack
+                                .clone()
+                                .with_labels(std::sync::Arc::from(Vec::new())),
+                            ..s.clone()
+                        });
+                    }
+                }
+            }
+            let mut snap = Snapshot::from_sites(
+                sites,
+                self.tracker_bytes,
+                self.sample_interval,
+                self.taken_us,
+                self.time,
+            );
+            snap.folded_stacks = self.folded_stacks;
+            snap
+        })
     }
 
     /// The same report restricted to blocks born at or after `since_us`.

@@ -32,7 +32,6 @@ use crate::profile::{Diff, Snapshot};
 // Which fields are read depends on the enabled export features.
 #[cfg_attr(not(all(feature = "pprof", feature = "json")), allow(dead_code))]
 pub(crate) struct Row {
-    pub(crate) id: u32,
     /// The site's frames: shared with the site when it has them already,
     /// otherwise symbolized for this row only and dropped after it (an
     /// export goes through every site once and must not keep them all).
@@ -58,7 +57,6 @@ impl Snapshot {
     /// The rows, made one at a time as an export asks for them.
     pub(crate) fn rows(&self) -> impl Iterator<Item = Row> + '_ {
         self.sites().iter().map(|s| Row {
-            id: s.id(),
             frames: s.stack().frames_once(),
             labels: s.stack().labels_shared(),
             alloc_objects: clamp(s.total_allocs()),
@@ -73,7 +71,6 @@ impl Diff {
     /// The rows, made one at a time as an export asks for them.
     pub(crate) fn rows(&self) -> impl Iterator<Item = Row> + '_ {
         self.sites().iter().map(|d| Row {
-            id: d.id(),
             frames: d.stack().frames_once(),
             labels: d.stack().labels_shared(),
             alloc_objects: d.total_allocs_delta(),

@@ -407,15 +407,11 @@ impl Builder {
                 start = i + 1;
             }
         }
-        let site = self.string("site");
-        // The site id, to match a pprof sample to the text report; then the
-        // site's labels as string labels (`go tool pprof -tags`,
-        // `-tagfocus=tenant=a`).
-        let mut label = vec![proto::Label {
-            key: site,
-            num: i64::from(row.id),
-            ..Default::default()
-        }];
+        // The site's labels as string labels (`go tool pprof -tags`,
+        // `-tagfocus=tenant=a`). No `site` id tag: in `-tags` it led with
+        // one value per site (most of them 0 B in an inuse view), it changes
+        // at every restart, and in pprof the stack itself names the site.
+        let mut label = Vec::new();
         for (k, v) in row.labels.iter() {
             label.push(proto::Label {
                 key: self.string(k),

@@ -7,7 +7,7 @@
 use std::fmt;
 
 use crate::profile::{
-    Diff, Frame, NO_FRAME_POINTERS, NO_SYMBOLS, Snapshot, binary_has_symbols,
+    Diff, Frame, NO_FRAME_POINTERS, NO_SYMBOLS, Site, Snapshot, binary_has_symbols,
     frame_pointers_missing, owner,
 };
 use crate::recorder::Guard;
@@ -49,6 +49,16 @@ pub(crate) fn owner_name(frames: &[Frame]) -> String {
         .map_or_else(|| "<unknown>".to_string(), |f| f.function().to_string())
 }
 
+/// [`owner_name`] for a text column: shortened unless `whole`.
+fn shown_name(frames: &[Frame], whole: bool) -> String {
+    let name = owner_name(frames);
+    if whole {
+        name
+    } else {
+        short_name(&name).into_owned()
+    }
+}
+
 /// The owner's `file:line`, shortened to the crate directory and the path
 /// inside it (`app/src/cache.rs:42`), or `""` without line tables.
 pub(crate) fn owner_location(frames: &[Frame]) -> String {
@@ -78,14 +88,70 @@ fn short_path(file: &str) -> &str {
     &file[cut.unwrap_or(0)..]
 }
 
-/// One indented line per frame: `function (file:line)`.
-pub(crate) fn write_frames(out: &mut impl fmt::Write, frames: &[Frame]) -> fmt::Result {
-    for fr in frames {
-        match (fr.file(), fr.line()) {
-            (Some(file), Some(line)) => writeln!(out, "        {} ({file}:{line})", fr.function())?,
-            (Some(file), None) => writeln!(out, "        {} ({file})", fr.function())?,
-            _ => writeln!(out, "        {}", fr.function())?,
+/// Names longer than this are shortened in text (see [`short_name`]).
+const SHORT_NAME_CHARS: usize = 80;
+
+/// A long generic name shortened for text: every generic argument list that
+/// follows a name (`poll<F>`, `Vec<T,A>`) becomes `<…>`, so
+/// `Harness<BlockingTask<…>,…>::poll` reads `Harness<…>::poll`. Qualified
+/// paths (`<T as Trait>::f`) keep their shape. Names up to
+/// [`SHORT_NAME_CHARS`] are left whole; `{:#}` prints every name whole.
+pub(crate) fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.chars().count() <= SHORT_NAME_CHARS {
+        return name.into();
+    }
+    let mut out = String::with_capacity(SHORT_NAME_CHARS);
+    let mut depth = 0usize;
+    let mut prev = ' ';
+    for c in name.chars() {
+        if depth > 0 {
+            match c {
+                '<' => depth += 1,
+                '>' => depth -= 1,
+                _ => {}
+            }
+        } else if c == '<' && (prev.is_alphanumeric() || prev == '_') {
+            out.push_str("<…>");
+            depth = 1;
+        } else {
+            out.push(c);
         }
+        prev = c;
+    }
+    out.into()
+}
+
+/// One indented line per frame: `function (file:line)`. Unless `whole`,
+/// long names are shortened ([`short_name`]) and runs of async runtime
+/// frames (and std frames among them) fold into one line, as std's do.
+pub(crate) fn write_frames(
+    out: &mut impl fmt::Write,
+    frames: &[Frame],
+    whole: bool,
+) -> fmt::Result {
+    let machinery = |f: &Frame| f.is_async_runtime() || f.is_std_library();
+    let mut i = 0;
+    while i < frames.len() {
+        if !whole && machinery(&frames[i]) {
+            let run = frames[i..].iter().take_while(|f| machinery(f)).count();
+            if run >= 2 && frames[i..i + run].iter().any(Frame::is_async_runtime) {
+                writeln!(out, "        ... {run} runtime frames")?;
+                i += run;
+                continue;
+            }
+        }
+        let fr = &frames[i];
+        let name = if whole {
+            fr.function().into()
+        } else {
+            short_name(fr.function())
+        };
+        match (fr.file(), fr.line()) {
+            (Some(file), Some(line)) => writeln!(out, "        {name} ({file}:{line})")?,
+            (Some(file), None) => writeln!(out, "        {name} ({file})")?,
+            _ => writeln!(out, "        {name}")?,
+        }
+        i += 1;
     }
     if frames.is_empty() {
         writeln!(out, "        <no frames>")?;
@@ -109,7 +175,7 @@ pub(crate) fn write_stack(out: &mut impl fmt::Write, frames: &[Frame], all: bool
         1 => writeln!(out, "        ... 1 standard-library frame")?,
         n => writeln!(out, "        ... {n} standard-library frames")?,
     }
-    write_frames(out, &frames[start..])
+    write_frames(out, &frames[start..], all)
 }
 
 /// How the figures were obtained, for report headers and titles.
@@ -126,7 +192,7 @@ pub(crate) fn mode(interval: u64) -> String {
 
 /// `, tenant=a, route=/x` for a labelled site's stack header, `""` without
 /// labels (see `with_labels`).
-fn labels_suffix(labels: &[(String, String)]) -> String {
+pub(crate) fn labels_suffix(labels: &[(String, String)]) -> String {
     labels.iter().map(|(k, v)| format!(", {k}={v}")).collect()
 }
 
@@ -134,7 +200,7 @@ fn labels_suffix(labels: &[(String, String)]) -> String {
 /// long generic name pushes the location out rather than wrapping the table).
 fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
     stacks
-        .map(|frames| owner_name(frames).chars().count())
+        .map(|frames| short_name(&owner_name(frames)).chars().count())
         .max()
         .unwrap_or(0)
         .clamp("function".len(), 60)
@@ -178,26 +244,57 @@ impl Snapshot {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
-        write_notes(f)?;
-        let top = &self.sites()[..self.sites().len().min(TOP)];
-        let width = name_width(top.iter().map(|s| s.frames()));
-        writeln!(
-            f,
-            "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
-            "live", "live%", "sum%", "allocs", "function"
-        )?;
-        let total = self.live_bytes().max(1) as f64;
-        let mut sum = 0u64;
-        for s in top {
-            sum += s.live_bytes();
+        let sampled = self.sample_interval() > 1;
+        if sampled {
             writeln!(
                 f,
-                "{:>12} {:>6.2}% {:>6.2}% {:>10}  {:<width$}  {}",
-                human(s.live_bytes() as f64),
+                "Estimated from {} samples (recorded live blocks); ±: half-width of a 95% interval",
+                self.samples()
+            )?;
+        }
+        write_notes(f)?;
+        // Sites with nothing live (they only churned) are left out.
+        let top: Vec<&Site> = self
+            .sites()
+            .iter()
+            .filter(|s| s.live_bytes() > 0)
+            .take(TOP)
+            .collect();
+        let width = name_width(top.iter().map(|s| s.frames()));
+        if sampled {
+            writeln!(
+                f,
+                "{:>12} {:>11} {:>8} {:>7} {:>7} {:>10}  {:<width$}  location",
+                "live", "±95%", "samples", "live%", "sum%", "allocs", "function"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
+                "live", "live%", "sum%", "allocs", "function"
+            )?;
+        }
+        let total = self.live_bytes().max(1) as f64;
+        let mut sum = 0u64;
+        for s in &top {
+            sum += s.live_bytes();
+            write!(f, "{:>12} ", human(s.live_bytes() as f64))?;
+            if sampled {
+                let (_, high) = s.live_bytes_interval();
+                write!(
+                    f,
+                    "{:>11} {:>8} ",
+                    format!("±{}", human((high - s.live_bytes()) as f64)),
+                    s.samples()
+                )?;
+            }
+            writeln!(
+                f,
+                "{:>6.2}% {:>6.2}% {:>10}  {:<width$}  {}",
                 100.0 * s.live_bytes() as f64 / total,
                 100.0 * sum as f64 / total,
                 s.live_allocs(),
-                owner_name(s.frames()),
+                shown_name(s.frames(), f.alternate()),
                 owner_location(s.frames()),
             )?;
         }
@@ -243,6 +340,14 @@ impl Diff {
             mode(self.sample_interval())
         )?;
         folded_line(f, self.folded_stacks())?;
+        let sampled = self.sample_interval() > 1;
+        if sampled {
+            writeln!(
+                f,
+                "Estimated from {} samples (recorded blocks born or freed in between); ±: half-width of a 95% interval; \"noise\": the interval holds 0",
+                self.sites().iter().map(|d| d.samples()).sum::<u64>()
+            )?;
+        }
         write_notes(f)?;
         // Sites that only churned (allocated and freed as much) are left out.
         let top: Vec<_> = self
@@ -252,20 +357,42 @@ impl Diff {
             .take(TOP)
             .collect();
         let width = name_width(top.iter().map(|d| d.frames()));
-        writeln!(
-            f,
-            "{:>13} {:>12} {:>11}  {:<width$}  location",
-            "live change", "live now", "allocs", "function"
-        )?;
-        for d in &top {
-            let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
+        if sampled {
             writeln!(
                 f,
-                "{:>13} {:>12} {:>+11}  {:<width$}  {}",
-                format!("{s}{}", human(d.live_bytes_delta().unsigned_abs() as f64)),
+                "{:>13} {:>11} {:>5} {:>12} {:>11}  {:<width$}  location",
+                "live change", "±95%", "", "live now", "allocs", "function"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{:>13} {:>12} {:>11}  {:<width$}  location",
+                "live change", "live now", "allocs", "function"
+            )?;
+        }
+        for d in &top {
+            let s = if d.live_bytes_delta() >= 0 { "+" } else { "-" };
+            write!(
+                f,
+                "{:>13} ",
+                format!("{s}{}", human(d.live_bytes_delta().unsigned_abs() as f64))
+            )?;
+            if sampled {
+                let (_, high) = d.live_bytes_delta_interval();
+                let half = high.saturating_sub(d.live_bytes_delta()).max(0);
+                write!(
+                    f,
+                    "{:>11} {:>5} ",
+                    format!("±{}", human(half as f64)),
+                    if d.within_noise() { "noise" } else { "" }
+                )?;
+            }
+            writeln!(
+                f,
+                "{:>12} {:>+11}  {:<width$}  {}",
                 human(d.live_bytes() as f64),
                 d.live_allocs_delta(),
-                owner_name(d.frames()),
+                shown_name(d.frames(), f.alternate()),
                 owner_location(d.frames()),
             )?;
         }
@@ -288,7 +415,20 @@ impl Diff {
 
 #[cfg(test)]
 mod tests {
-    use super::{human, short_path};
+    use super::{human, short_name, short_path};
+
+    #[test]
+    fn long_generic_names_are_shortened() {
+        assert_eq!(short_name("app::poll<F>"), "app::poll<F>");
+        let long = format!(
+            "<tokio::runtime::task::harness::Harness<{}, S> as Foo>::poll<F>",
+            "tokio::runtime::blocking::task::BlockingTask<alloc::boxed::Box<dyn FnOnce()>>"
+        );
+        assert_eq!(
+            short_name(&long),
+            "<tokio::runtime::task::harness::Harness<…> as Foo>::poll<…>"
+        );
+    }
 
     #[test]
     fn short_paths() {
