@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use super::Row;
+use super::row::Row;
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;

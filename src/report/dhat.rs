@@ -11,7 +11,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Row, elapsed};
+use super::row::{Row, elapsed};
 use crate::profile::Frame;
 use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;

@@ -5,8 +5,9 @@ use std::io::Write;
 
 use inferno::flamegraph::{self, Options, Palette, color::BasicPalette};
 
+use super::collapsed;
+use super::row::Row;
 use super::text::{human, mode};
-use super::{Row, collapsed};
 use crate::profile::{Diff, Snapshot};
 use crate::recorder::Guard;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{elapsed, unix_nanos};
+use super::row::{elapsed, unix_nanos};
 use crate::profile::{Diff, Frame, Site, SiteDelta, Snapshot};
 use crate::recorder::Guard;
 

@@ -17,7 +17,7 @@ use super::text::{mode, process_notes};
 use std::time::SystemTime;
 
 use super::maps::{ElfInfo, Mapped, elf_info, read_maps};
-use super::{Row, elapsed, unix_nanos};
+use super::row::{Row, elapsed, unix_nanos};
 use crate::profile::{Diff, Snapshot};
 use crate::profile::{Frame, owner};
 use crate::recorder::Guard;
