@@ -31,9 +31,9 @@ pub(super) const MAX_CONNECTIONS: usize = 64;
 const MAX_DELTAS: usize = 4;
 /// How long the accept thread sleeps when no connection is waiting.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
-/// How long `stop` waits for connection threads to finish (each is bounded
-/// by its read and write timeouts; this is a backstop).
-const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long `stop` waits for connection threads to finish (each notices the
+/// stop within a read or write slice, 200 ms; this is a backstop).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What the server's threads share.
 pub(super) struct Shared {
@@ -341,7 +341,8 @@ fn busy(mut stream: TcpStream) {
         503,
         &format!("too many connections (at most {MAX_CONNECTIONS}); try again later"),
     );
-    let _ = conn::write_response(&mut stream, &r, false);
+    let end = Instant::now() + Duration::from_millis(100);
+    let _ = conn::write_response(&mut stream, &r, false, &|| Instant::now() >= end);
     let _ = stream.flush();
 }
 
