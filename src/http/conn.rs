@@ -97,6 +97,7 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
     drop(buf);
 
     let sleep = |d: Duration| shared.sleep(d);
+    let abandoned = || shared.stopping() || peer_gone(&stream);
     let ctx = Ctx {
         max_seconds: shared.options.max_seconds_value(),
         top_sites: shared.options.top_sites_value(),
@@ -104,9 +105,44 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
         deltas: &shared.deltas,
         client: Some(peer.ip()),
         sleep: &sleep,
+        abandoned: &abandoned,
     };
     let r = routes::respond_with_body(&head.method, &head.target, &body, &ctx);
     finish(&mut stream, &r, head_only, shared);
+}
+
+/// Whether the client closed its side (or the connection broke) after its
+/// request: a peek that does not wait. Data it may still send is left for
+/// `finish` to read.
+#[cfg(unix)]
+fn peer_gone(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives across
+    // the call; MSG_PEEK leaves the data queued and MSG_DONTWAIT keeps the
+    // call from blocking; the descriptor is `stream`'s, open while borrowed.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// No cheap way to ask elsewhere: the work's own bounds apply.
+#[cfg(not(unix))]
+fn peer_gone(_: &TcpStream) -> bool {
+    false
 }
 
 /// `Ok(None)`: not complete yet.
@@ -346,6 +382,23 @@ fn write_bounded(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_client_that_went_away_is_noticed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert!(!peer_gone(&server), "connected, nothing sent");
+        client.write_all(b"more").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!peer_gone(&server), "connected, data pending");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut sink = [0u8; 16];
+        let _ = (&server).read(&mut sink); // the pending bytes
+        assert!(peer_gone(&server), "closed");
+    }
 
     #[test]
     fn bearer_tokens() {

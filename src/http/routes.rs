@@ -24,6 +24,9 @@ pub(super) struct Ctx<'a> {
     pub(super) client: Option<IpAddr>,
     /// Sleeps for a delta profile; `false` when the server is stopping.
     pub(super) sleep: &'a (dyn Fn(Duration) -> bool + Sync),
+    /// Whether the answer is no longer wanted (the client went away, or the
+    /// server is stopping): long work (the symbol service) checks it.
+    pub(super) abandoned: &'a (dyn Fn() -> bool + Sync),
 }
 
 /// Deltas from [`respond`] callers, who have no server of their own: at most
@@ -44,7 +47,7 @@ static RESPOND_DELTAS: Deltas = Deltas::new(4);
 /// | `/debug/pprof/allocs` | the same, default sample type `alloc_space` |
 /// | `…?seconds=N` | the growth over the next N seconds (`filename="heap-delta"`), `duration_nanos` the time it covers; this call blocks for N seconds |
 /// | `…?debug=1` | the text report, `text/plain` |
-/// | `/debug/pprof/symbol` | Go's symbol service (`GET`: `num_symbols: 1`; `POST` addresses joined by `+`: `0xADDR name` lines) |
+/// | `/debug/pprof/symbol` | Go's symbol service (`GET`: `num_symbols: 1`; `POST` addresses joined by `+`: `0xADDR name` lines); at most 8192 addresses per request (413 past it) and 5 s of work (then the addresses done so far, with `X-Leakscope-Partial`) |
 /// | `/debug/leakscope` | the leak dashboard (HTML) |
 /// | `/debug/leakscope/flamegraph.svg`, `snapshot.json`, `dhat.json` | the exports of a fresh snapshot |
 /// | `/metrics` | [Prometheus exposition](crate::metrics::write_prometheus) of the top 20 sites |
@@ -82,6 +85,7 @@ pub fn respond(method: &str, path_and_query: &str) -> Response {
             std::thread::sleep(d);
             true
         },
+        abandoned: &|| false,
     };
     respond_in(method, path_and_query, &ctx)
 }
@@ -118,7 +122,7 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "/debug/pprof" | "/debug/pprof/" => profiles::index(),
         "/debug/pprof/heap" => profiles::profile(Kind::Heap, query, ctx),
         "/debug/pprof/allocs" => profiles::profile(Kind::Allocs, query, ctx),
-        "/debug/pprof/symbol" => profiles::symbol(query),
+        "/debug/pprof/symbol" => profiles::symbol(query, ctx.abandoned),
         "/debug/leakscope" | "/debug/leakscope/" => dashboard::page(ctx),
         "/debug/leakscope/flamegraph.svg" => profiles::flamegraph(),
         "/debug/leakscope/snapshot.json" => profiles::json(),
@@ -140,8 +144,10 @@ pub(super) fn respond_with_body(
     let path = path_and_query.split('?').next().unwrap_or("");
     if method == "POST" && path == "/debug/pprof/symbol" {
         return Guard::run(|| {
-            std::panic::catch_unwind(|| profiles::symbol_bytes(body))
-                .unwrap_or_else(|_| Response::go_error(500, "internal error"))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                profiles::symbol_bytes(body, ctx.abandoned)
+            }))
+            .unwrap_or_else(|_| Response::go_error(500, "internal error"))
         });
     }
     respond_in(method, path_and_query, ctx)
