@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn symbol_requests_are_bounded() {
-        let pc = symbol_requests_are_bounded as usize as u64;
+        let pc = symbol_requests_are_bounded as fn() as usize as u64;
         // Too many addresses: a 413 with the reason, before any work.
         let many = vec![format!("{pc:#x}"); MAX_SYMBOL_ADDRESSES + 1].join("+");
         let r = symbol_bytes(many.as_bytes(), &|| false);
