@@ -41,6 +41,7 @@ mod query;
 mod response;
 mod routes;
 mod server;
+mod share;
 
 pub use options::Options;
 pub use response::Response;

@@ -10,6 +10,7 @@ use super::limits::Deltas;
 use super::options::Options;
 use super::profiles::{self, Kind};
 use super::response::Response;
+use super::share::Slot;
 use crate::recorder::Guard;
 
 /// What a request is answered with, besides its method and path.
@@ -28,6 +29,10 @@ pub(super) struct Ctx<'a> {
     /// server is stopping): long work (the symbol service) checks it.
     pub(super) abandoned: &'a (dyn Fn() -> bool + Sync),
 }
+
+static FLAMEGRAPH: Slot = Slot::new();
+static JSON: Slot = Slot::new();
+static DHAT: Slot = Slot::new();
 
 /// Deltas from [`respond`] callers, who have no server of their own: at most
 /// this many at a time in the process.
@@ -124,9 +129,11 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "/debug/pprof/allocs" => profiles::profile(Kind::Allocs, query, ctx),
         "/debug/pprof/symbol" => profiles::symbol(query, ctx.abandoned),
         "/debug/leakscope" | "/debug/leakscope/" => dashboard::page(ctx),
-        "/debug/leakscope/flamegraph.svg" => profiles::flamegraph(),
-        "/debug/leakscope/snapshot.json" => profiles::json(),
-        "/debug/leakscope/dhat.json" => profiles::dhat(),
+        // The large exports: one render shared by the clients that ask
+        // while it is being sent (`share.rs`).
+        "/debug/leakscope/flamegraph.svg" => FLAMEGRAPH.get(profiles::flamegraph),
+        "/debug/leakscope/snapshot.json" => JSON.get(profiles::json),
+        "/debug/leakscope/dhat.json" => DHAT.get(profiles::dhat),
         "/metrics" => profiles::metrics(ctx.top_sites),
         _ if path.starts_with("/debug/pprof/") => Response::go_error(404, "Unknown profile"),
         _ => Response::go_error(404, "404 page not found"),
