@@ -44,7 +44,7 @@ enum ReadError {
     Stopping,
 }
 
-pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) {
     // Accepted sockets do not inherit the listener's non-blocking mode on
     // Linux, but say so: every read below relies on the timeout.
     if stream.set_nonblocking(false).is_err()
@@ -95,6 +95,8 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
         Err(None) => return,
     };
     drop(buf);
+    // Being answered now: not evicted to make room for others.
+    shared.request_read(id);
 
     let sleep = |d: Duration| shared.sleep(d);
     let abandoned = || shared.stopping() || peer_gone(&stream);

@@ -4,15 +4,18 @@
 //! the server does is recorded):
 //! - one accept thread, polling a non-blocking listener so that `stop` needs
 //!   no wake-up connection;
-//! - one thread per connection (at most [`MAX_CONNECTIONS`] at once; more
-//!   are answered 503 at once), which reads one bounded request with
+//! - one thread per connection (at most [`MAX_CONNECTIONS`] at once; when
+//!   they are all taken, the oldest one still sending its request is shut
+//!   down to make room, and only if all are being answered is a new one
+//!   answered 503 at once), which reads one bounded request with
 //!   timeouts, answers it and closes: a stalled client holds only its own
 //!   thread, never the others' requests;
 //! - one history thread, which takes a summary every `history_interval` for
 //!   the dashboard's chart.
 
+use std::collections::VecDeque;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,7 +51,15 @@ pub(super) struct Shared {
 
 struct State {
     stop: bool,
+    /// Connection threads running (evicted ones included, until they end).
     connections: usize,
+    /// Next connection id.
+    next: u64,
+    /// Connections still reading their request, oldest first, with a handle
+    /// to shut them down (see [`Shared::try_add_connection`]).
+    reading: VecDeque<(u64, TcpStream)>,
+    /// Connections shut down to make room, whose threads have not ended.
+    evicted: Vec<u64>,
 }
 
 impl Shared {
@@ -80,17 +91,44 @@ impl Shared {
         }
     }
 
-    fn try_add_connection(&self) -> bool {
+    /// Makes room for a new connection: its id, or `None` (answer 503).
+    ///
+    /// When all [`MAX_CONNECTIONS`] are taken, the oldest connection that is
+    /// still sending its request is shut down to make room (as servers
+    /// under slowloris do): idle and trickling sockets cannot keep a client
+    /// that sends its request at once from being answered; a connection
+    /// being answered is never evicted. Evicted threads end within a read
+    /// slice, and at most `MAX_CONNECTIONS` more of them run meanwhile.
+    fn try_add_connection(&self, stream: &TcpStream) -> Option<u64> {
         let mut s = self.lock();
-        if s.connections >= MAX_CONNECTIONS {
-            return false;
+        if s.connections - s.evicted.len() >= MAX_CONNECTIONS {
+            let (id, oldest) = s.reading.pop_front()?;
+            let _ = oldest.shutdown(Shutdown::Both);
+            s.evicted.push(id);
         }
+        if s.connections >= 2 * MAX_CONNECTIONS {
+            return None;
+        }
+        let handle = stream.try_clone().ok()?;
+        let id = s.next;
+        s.next += 1;
         s.connections += 1;
-        true
+        s.reading.push_back((id, handle));
+        Some(id)
     }
 
-    fn connection_done(&self) {
-        self.lock().connections -= 1;
+    /// Connection `id` has read its request: it is no longer evictable.
+    pub(super) fn request_read(&self, id: u64) {
+        let mut s = self.lock();
+        s.reading.retain(|(i, _)| *i != id);
+    }
+
+    fn connection_done(&self, id: u64) {
+        let mut s = self.lock();
+        s.reading.retain(|(i, _)| *i != id);
+        s.evicted.retain(|i| *i != id);
+        s.connections -= 1;
+        drop(s);
         self.changed.notify_all();
     }
 }
@@ -193,6 +231,9 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
             state: Mutex::new(State {
                 stop: false,
                 connections: 0,
+                next: 0,
+                reading: VecDeque::new(),
+                evicted: Vec::new(),
             }),
             changed: Condvar::new(),
         });
@@ -300,10 +341,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     while !shared.stopping() {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if !shared.try_add_connection() {
+                let Some(id) = shared.try_add_connection(&stream) else {
                     busy(stream);
                     continue;
-                }
+                };
                 let s = shared.clone();
                 // Unnamed: std copies a thread's name on the new thread
                 // before the closure runs (for its stack-overflow message),
@@ -314,13 +355,13 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                     // Last resort: the code does not panic on bad input,
                     // but a panic must not leak the connection count.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        conn::serve_connection(stream, peer, &s)
+                        conn::serve_connection(stream, peer, id, &s)
                     }));
-                    s.connection_done();
+                    s.connection_done(id);
                 });
                 if spawned.is_err() {
                     // The closure (and the stream) was dropped: closed.
-                    shared.connection_done();
+                    shared.connection_done(id);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
