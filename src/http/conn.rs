@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use super::ctx::Ctx;
 use super::response::{Response, reason_phrase};
-use super::routes::{self, Ctx};
-use super::server::Shared;
+use super::routes;
+use super::shared::Shared;
 
 /// Request line and headers together.
 const MAX_HEAD: usize = 16 * 1024;

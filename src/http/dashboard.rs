@@ -7,9 +7,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use super::chart::{self, COLORS, Line};
+use super::ctx::Ctx;
 use super::html::escape;
 use super::response::Response;
-use super::routes::Ctx;
 use crate::leaks::{Suspect, running_history, running_suspects};
 use crate::profile::{Frame, Snapshot, owner, snapshot};
 use crate::report::text::{human, owner_location, owner_name};

@@ -31,6 +31,7 @@
 
 mod chart;
 mod conn;
+mod ctx;
 mod dashboard;
 mod history;
 mod html;
@@ -42,6 +43,7 @@ mod response;
 mod routes;
 mod server;
 mod share;
+mod shared;
 
 pub use options::Options;
 pub use response::Response;

@@ -5,9 +5,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::ctx::Ctx;
 use super::query::profile_query;
 use super::response::Response;
-use super::routes::Ctx;
 use crate::profile::snapshot;
 
 /// Which of Go's two heap-shaped profiles.

@@ -1,34 +1,14 @@
 //! The route table: [`respond`] and what the built-in server calls with its
 //! own context (client address, limits, history, stop signal).
 
-use std::net::IpAddr;
-use std::time::Duration;
-
+use super::ctx::Ctx;
 use super::dashboard;
-use super::history::History;
 use super::limits::Deltas;
 use super::options::Options;
 use super::profiles::{self, Kind};
 use super::response::Response;
 use super::share::Slot;
 use crate::recorder::Guard;
-
-/// What a request is answered with, besides its method and path.
-pub(super) struct Ctx<'a> {
-    pub(super) max_seconds: u64,
-    pub(super) top_sites: usize,
-    /// The server's own periodic summaries, for the dashboard's chart when
-    /// no monitor runs.
-    pub(super) history: Option<&'a History>,
-    pub(super) deltas: &'a Deltas,
-    /// The client, for the one-delta-per-client rule (`None`: unknown).
-    pub(super) client: Option<IpAddr>,
-    /// Sleeps for a delta profile; `false` when the server is stopping.
-    pub(super) sleep: &'a (dyn Fn(Duration) -> bool + Sync),
-    /// Whether the answer is no longer wanted (the client went away, or the
-    /// server is stopping): long work (the symbol service) checks it.
-    pub(super) abandoned: &'a (dyn Fn() -> bool + Sync),
-}
 
 static FLAMEGRAPH: Slot = Slot::new();
 static JSON: Slot = Slot::new();

@@ -13,23 +13,19 @@
 //! - one history thread, which takes a summary every `history_interval` for
 //!   the dashboard's chart.
 
-use std::collections::VecDeque;
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn;
-use super::history::History;
-use super::limits::Deltas;
 use super::options::Options;
 use super::response::Response;
+use super::shared::{MAX_CONNECTIONS, Shared};
 use crate::Error;
 use crate::recorder::Guard;
 
-/// Connections served at once; one more is answered 503 and closed.
-pub(super) const MAX_CONNECTIONS: usize = 64;
 /// `seconds=` deltas in progress at once (and one per client address).
 const MAX_DELTAS: usize = 4;
 /// How long the accept thread sleeps when no connection is waiting.
@@ -37,101 +33,6 @@ const ACCEPT_POLL: Duration = Duration::from_millis(10);
 /// How long `stop` waits for connection threads to finish (each notices the
 /// stop within a read or write slice, 200 ms; this is a backstop).
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// What the server's threads share.
-pub(super) struct Shared {
-    pub(super) options: Options,
-    pub(super) deltas: Deltas,
-    pub(super) history: History,
-    state: Mutex<State>,
-    /// Signalled on stop (wakes sleeping deltas and the history thread) and
-    /// when a connection ends (wakes `stop` waiting for them).
-    changed: Condvar,
-}
-
-struct State {
-    stop: bool,
-    /// Connection threads running (evicted ones included, until they end).
-    connections: usize,
-    /// Next connection id.
-    next: u64,
-    /// Connections still reading their request, oldest first, with a handle
-    /// to shut them down (see [`Shared::try_add_connection`]).
-    reading: VecDeque<(u64, TcpStream)>,
-    /// Connections shut down to make room, whose threads have not ended.
-    evicted: Vec<u64>,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn stopping(&self) -> bool {
-        self.lock().stop
-    }
-
-    /// Sleeps `d`, or less if the server stops; `false` if it stopped.
-    pub(super) fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let mut s = self.lock();
-        loop {
-            if s.stop {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return true;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    /// Makes room for a new connection: its id, or `None` (answer 503).
-    ///
-    /// When all [`MAX_CONNECTIONS`] are taken, the oldest connection that is
-    /// still sending its request is shut down to make room (as servers
-    /// under slowloris do): idle and trickling sockets cannot keep a client
-    /// that sends its request at once from being answered; a connection
-    /// being answered is never evicted. Evicted threads end within a read
-    /// slice, and at most `MAX_CONNECTIONS` more of them run meanwhile.
-    fn try_add_connection(&self, stream: &TcpStream) -> Option<u64> {
-        let mut s = self.lock();
-        if s.connections - s.evicted.len() >= MAX_CONNECTIONS {
-            let (id, oldest) = s.reading.pop_front()?;
-            let _ = oldest.shutdown(Shutdown::Both);
-            s.evicted.push(id);
-        }
-        if s.connections >= 2 * MAX_CONNECTIONS {
-            return None;
-        }
-        let handle = stream.try_clone().ok()?;
-        let id = s.next;
-        s.next += 1;
-        s.connections += 1;
-        s.reading.push_back((id, handle));
-        Some(id)
-    }
-
-    /// Connection `id` has read its request: it is no longer evictable.
-    pub(super) fn request_read(&self, id: u64) {
-        let mut s = self.lock();
-        s.reading.retain(|(i, _)| *i != id);
-    }
-
-    fn connection_done(&self, id: u64) {
-        let mut s = self.lock();
-        s.reading.retain(|(i, _)| *i != id);
-        s.evicted.retain(|i| *i != id);
-        s.connections -= 1;
-        drop(s);
-        self.changed.notify_all();
-    }
-}
 
 /// A running built-in server: see [`serve`]. Stopping ([`stop`](Server::stop)
 /// or dropping) ends and joins its threads.
@@ -224,19 +125,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
         let listener = TcpListener::bind(&addrs[..])?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            options,
-            deltas: Deltas::new(MAX_DELTAS),
-            history: History::new(),
-            state: Mutex::new(State {
-                stop: false,
-                connections: 0,
-                next: 0,
-                reading: VecDeque::new(),
-                evicted: Vec::new(),
-            }),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(options, MAX_DELTAS));
         let mut server = Server {
             local_addr,
             shared: shared.clone(),
@@ -291,30 +180,17 @@ impl Server {
 
     fn shutdown(&mut self) {
         Guard::run(|| {
-            self.shared.lock().stop = true;
-            self.shared.changed.notify_all();
+            self.shared.stop();
             for t in self.threads.drain(..) {
                 if t.join().is_err() {
                     log::error!("leakscope: an HTTP server thread panicked");
                 }
             }
-            let deadline = Instant::now() + STOP_GRACE;
-            let mut s = self.shared.lock();
-            while s.connections > 0 {
-                let now = Instant::now();
-                if now >= deadline {
-                    log::warn!(
-                        "leakscope: {} HTTP connections still open at stop",
-                        s.connections
-                    );
-                    break;
-                }
-                s = self
-                    .shared
-                    .changed
-                    .wait_timeout(s, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            let left = self
+                .shared
+                .wait_for_connections(Instant::now() + STOP_GRACE);
+            if left > 0 {
+                log::warn!("leakscope: {left} HTTP connections still open at stop");
             }
         });
     }
