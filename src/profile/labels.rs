@@ -30,10 +30,10 @@
 //! symbolizes. It is the recorder's spin lock (never allocates, never
 //! parks) because its sections are that short, and because the fork
 //! handlers must take and release it from outside any scope: `prepare`
-//! takes it and `parent`/`child` release it (registered here, after the
-//! recorder's and the symbol cache's, so in `prepare`, which runs handlers
-//! in reverse order, it is taken first; it is never held while another
-//! lock is taken, so the order does not matter for deadlock).
+//! takes it and `parent`/`child` release it (registered here on first use,
+//! so before or after the recorder's and the symbol cache's: the order does
+//! not matter, since no lock is taken while it is held and it is never
+//! waited for while another is held).
 
 use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
