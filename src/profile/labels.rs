@@ -124,6 +124,9 @@ mod fork {
             return;
         }
         ONCE.call_once(|| {
+            // First the recorder's, so ours runs before them in `prepare`
+            // (no recorder lock is held while ours is waited for).
+            crate::recorder::install_fork_handlers();
             // SAFETY: the handlers are `extern "C"` functions that never
             // unwind and only touch an atomic flag.
             unsafe {
