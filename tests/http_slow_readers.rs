@@ -5,7 +5,7 @@
 //! well-behaved client still gets `/metrics`, and `Server::stop()` returns
 //! within a second.
 
-#![cfg(feature = "http")]
+#![cfg(all(feature = "http", target_os = "linux"))]
 
 mod common;
 
