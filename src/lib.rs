@@ -75,6 +75,7 @@ pub use labels::{Labeled, WithLabels, with_labels};
 pub use leaks::{
     LeakCheck, Monitor, MonitorConfig, MonitorStatus, SiteHistory, Suspect, assert_no_leaks,
 };
+pub use profile::labels::{MAX_LABEL_BYTES, MAX_LABEL_LEN};
 pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
 pub use recorder::{
     DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker,

@@ -81,6 +81,12 @@ fn bad_requests_get_gos_errors() {
         b"POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
     );
     assert_go_error(&r, 413, "huge body");
+    // Two Content-Length headers that disagree (as Go: a 400).
+    let r = exchange(
+        addr,
+        b"POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\n0x10",
+    );
+    assert_go_error(&r, 400, "conflicting Content-Length");
     // The server still answers after all that.
     assert_eq!(get(addr, "/debug/pprof/").status, 200);
     server.stop();

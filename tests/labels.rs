@@ -278,7 +278,7 @@ fn labeled_has_the_auto_traits_of_its_future() {
 
 #[cfg(feature = "metrics")]
 #[test]
-fn prometheus_label_series_are_the_top_values_and_other() {
+fn prometheus_label_series_are_the_top_values_and_the_overflow() {
     let _s = serial();
     let kept: Vec<Vec<u8>> = (1..=6)
         .map(|i| {
@@ -300,7 +300,7 @@ fn prometheus_label_series_are_the_top_values_and_other() {
             "leakscope_label_live_bytes{key=\"prom\",value=\"v6\"} 6000",
             "leakscope_label_live_bytes{key=\"prom\",value=\"v5\"} 5000",
             "leakscope_label_live_bytes{key=\"prom\",value=\"v4\"} 4000",
-            "leakscope_label_live_bytes{key=\"prom\",value=\"other\"} 6000",
+            "leakscope_label_live_bytes{key=\"prom\",value=\"\",overflow=\"true\"} 6000",
         ]),
         "{text}"
     );

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use subtle::ConstantTimeEq;
 
+use super::ctx::Ctx;
 use super::response::{Response, reason_phrase};
-use super::routes::{self, Ctx};
-use super::server::Shared;
+use super::routes;
+use super::shared::Shared;
 
 /// Request line and headers together.
 const MAX_HEAD: usize = 16 * 1024;
@@ -21,8 +22,12 @@ const MAX_BODY: usize = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each read waits at most this long, so a stalled read notices `stop`.
 const READ_SLICE: Duration = Duration::from_millis(200);
-/// Time a client has to take each part of the answer.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a client may take no byte of the answer before it is dropped.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+/// Time a client has to take the whole answer: a client reading a byte a
+/// second must not hold a connection (and its copy of the answer) for
+/// days. Ample for the largest export over a slow link.
+const WRITE_TOTAL: Duration = Duration::from_secs(60);
 
 /// The parts of a request head that the server reads.
 struct Head {
@@ -40,12 +45,13 @@ enum ReadError {
     Stopping,
 }
 
-pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, id: u64, shared: &Shared) {
     // Accepted sockets do not inherit the listener's non-blocking mode on
     // Linux, but say so: every read below relies on the timeout.
     if stream.set_nonblocking(false).is_err()
         || stream.set_read_timeout(Some(READ_SLICE)).is_err()
-        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
+        // Writes wake as often as reads do, so a slow reader notices `stop`.
+        || stream.set_write_timeout(Some(READ_SLICE)).is_err()
     {
         return;
     }
@@ -58,18 +64,18 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
             match parse_head(&buf[..len]) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(bad) => return finish(&mut stream, &bad, false),
+                Err(bad) => return finish(&mut stream, &bad, false, shared),
             }
         }
         if len == MAX_HEAD {
             let r = Response::go_error(431, "request line and headers too large (at most 16 KiB)");
-            return finish(&mut stream, &r, false);
+            return finish(&mut stream, &r, false, shared);
         }
         match read_some(&mut stream, &mut buf[len..], deadline, shared) {
             Ok(n) => len += n,
             Err(ReadError::TimedOut) => {
                 let r = Response::go_error(408, "timed out reading the request");
-                return finish(&mut stream, &r, false);
+                return finish(&mut stream, &r, false, shared);
             }
             Err(ReadError::Closed | ReadError::Stopping) => return,
         }
@@ -80,18 +86,21 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
         if !authorized(head.authorization.as_deref(), token) {
             let r = Response::go_error(401, "missing or wrong bearer token")
                 .with_header("WWW-Authenticate", "Bearer");
-            return finish(&mut stream, &r, head_only);
+            return finish(&mut stream, &r, head_only, shared);
         }
     }
 
     let body = match read_body(&mut stream, &head, &buf[head.len..len], deadline, shared) {
         Ok(body) => body,
-        Err(Some(bad)) => return finish(&mut stream, &bad, head_only),
+        Err(Some(bad)) => return finish(&mut stream, &bad, head_only, shared),
         Err(None) => return,
     };
     drop(buf);
+    // Being answered now: not evicted to make room for others.
+    shared.request_read(id);
 
     let sleep = |d: Duration| shared.sleep(d);
+    let abandoned = || shared.stopping() || peer_gone(&stream);
     let ctx = Ctx {
         max_seconds: shared.options.max_seconds_value(),
         top_sites: shared.options.top_sites_value(),
@@ -99,9 +108,44 @@ pub(super) fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: 
         deltas: &shared.deltas,
         client: Some(peer.ip()),
         sleep: &sleep,
+        abandoned: &abandoned,
     };
     let r = routes::respond_with_body(&head.method, &head.target, &body, &ctx);
-    finish(&mut stream, &r, head_only);
+    finish(&mut stream, &r, head_only, shared);
+}
+
+/// Whether the client closed its side (or the connection broke) after its
+/// request: a peek that does not wait. Data it may still send is left for
+/// `finish` to read.
+#[cfg(unix)]
+fn peer_gone(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most 1 byte into `byte`, which lives across
+    // the call; MSG_PEEK leaves the data queued and MSG_DONTWAIT keeps the
+    // call from blocking; the descriptor is `stream`'s, open while borrowed.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => true,
+        n if n > 0 => false,
+        _ => !matches!(
+            io::Error::last_os_error().kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+/// No cheap way to ask elsewhere: the work's own bounds apply.
+#[cfg(not(unix))]
+fn peer_gone(_: &TcpStream) -> bool {
+    false
 }
 
 /// `Ok(None)`: not complete yet.
@@ -122,7 +166,17 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Response> {
                 if h.name.eq_ignore_ascii_case("authorization") {
                     head.authorization = Some(h.value.to_vec());
                 } else if h.name.eq_ignore_ascii_case("content-length") {
-                    head.content_length = Some(String::from_utf8_lossy(h.value).into_owned());
+                    let value = String::from_utf8_lossy(h.value).trim().to_string();
+                    // As Go: repeated Content-Length headers must agree,
+                    // or which body is meant is unknown (request smuggling
+                    // through a proxy that reads the other one).
+                    if head.content_length.as_ref().is_some_and(|v| *v != value) {
+                        return Err(Response::go_error(
+                            400,
+                            "conflicting Content-Length headers",
+                        ));
+                    }
+                    head.content_length = Some(value);
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     head.chunked = true;
                 }
@@ -238,8 +292,9 @@ fn read_some(
 }
 
 /// Writes `r` (`head_only`: without its body, for `HEAD`) and closes.
-fn finish(stream: &mut TcpStream, r: &Response, head_only: bool) {
-    if write_response(stream, r, head_only).is_err() {
+fn finish(stream: &mut TcpStream, r: &Response, head_only: bool, shared: &Shared) {
+    let stop = || shared.stopping();
+    if write_response(stream, r, head_only, &stop).is_err() {
         return;
     }
     let _ = stream.flush();
@@ -251,17 +306,22 @@ fn finish(stream: &mut TcpStream, r: &Response, head_only: bool) {
     let mut sink = [0u8; 4096];
     for _ in 0..16 {
         match stream.read(&mut sink) {
-            Ok(n) if n > 0 => continue,
+            Ok(n) if n > 0 && !shared.stopping() => continue,
             _ => break,
         }
     }
 }
 
-/// HTTP/1.1, one request per connection (`Connection: close`).
+/// HTTP/1.1, one request per connection (`Connection: close`). The stream's
+/// write timeout must be short (a slice): each timed-out write checks
+/// `stop` and the deadlines ([`WRITE_STALL`] without progress,
+/// [`WRITE_TOTAL`] in all), so a slow reader never holds the thread longer,
+/// and not past a stop by more than a slice.
 pub(super) fn write_response(
     stream: &mut TcpStream,
     r: &Response,
     head_only: bool,
+    stop: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", r.status(), reason_phrase(r.status()));
     for (name, value) in r.headers() {
@@ -278,9 +338,46 @@ pub(super) fn write_response(
         "Content-Length: {}\r\nConnection: close\r\n\r\n",
         r.body().len()
     ));
-    stream.write_all(head.as_bytes())?;
+    let total = Instant::now() + WRITE_TOTAL;
+    write_bounded(stream, head.as_bytes(), total, stop)?;
     if !head_only {
-        stream.write_all(r.body())?;
+        write_bounded(stream, r.body(), total, stop)?;
+    }
+    Ok(())
+}
+
+/// `write_all`, giving up at `stop`, after [`WRITE_STALL`] without progress
+/// or at `total`.
+fn write_bounded(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    total: Instant,
+    stop: &dyn Fn() -> bool,
+) -> io::Result<()> {
+    let mut stall = Instant::now() + WRITE_STALL;
+    while !bytes.is_empty() {
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                bytes = &bytes[n..];
+                stall = Instant::now() + WRITE_STALL;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        if bytes.is_empty() {
+            break;
+        }
+        let now = Instant::now();
+        if stop() || now >= stall.min(total) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
     }
     Ok(())
 }
@@ -288,6 +385,23 @@ pub(super) fn write_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_client_that_went_away_is_noticed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert!(!peer_gone(&server), "connected, nothing sent");
+        client.write_all(b"more").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!peer_gone(&server), "connected, data pending");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut sink = [0u8; 16];
+        let _ = (&server).read(&mut sink); // the pending bytes
+        assert!(peer_gone(&server), "closed");
+    }
 
     #[test]
     fn bearer_tokens() {
@@ -311,6 +425,22 @@ mod tests {
             parse_head(b"GET /metrics HTTP/1.1\r\nHo")
                 .unwrap()
                 .is_none()
+        );
+        // Two Content-Length headers: the same value is one, two values a 400.
+        let same =
+            b"POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 3\r\ncontent-length:  3\r\n\r\n";
+        assert_eq!(
+            parse_head(same).unwrap().unwrap().content_length.as_deref(),
+            Some("3")
+        );
+        let two =
+            b"POST /debug/pprof/symbol HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\n";
+        let r = parse_head(two).err().expect("a 400");
+        assert_eq!(r.status(), 400);
+        assert!(
+            String::from_utf8_lossy(r.body()).contains("Content-Length"),
+            "{:?}",
+            String::from_utf8_lossy(r.body())
         );
         assert_eq!(
             parse_head(b"\x01\x02 nonsense\r\n\r\n")

@@ -5,9 +5,9 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use super::chart::{self, COLORS, Line};
+use super::ctx::Ctx;
 use super::html::escape;
 use super::response::Response;
-use super::routes::Ctx;
 use crate::leaks::{MonitorStatus, Suspect, running_history, running_status, running_suspects};
 use crate::profile::{Frame, Snapshot, owner, snapshot};
 use crate::report::text::{human, owner_location, owner_name, write_frames};

@@ -31,6 +31,7 @@
 
 mod chart;
 mod conn;
+mod ctx;
 mod dashboard;
 mod history;
 mod html;
@@ -41,6 +42,8 @@ mod query;
 mod response;
 mod routes;
 mod server;
+mod share;
+mod shared;
 
 pub use options::Options;
 pub use response::Response;

@@ -3,11 +3,11 @@
 //! `/metrics`.
 
 use std::fmt::Write as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use super::ctx::Ctx;
 use super::query::profile_query;
 use super::response::Response;
-use super::routes::Ctx;
 use crate::profile::snapshot;
 
 /// Which of Go's two heap-shaped profiles.
@@ -74,29 +74,69 @@ pub(super) fn profile(kind: Kind, query: &str, ctx: &Ctx<'_>) -> Response {
         )
 }
 
+/// Addresses one symbol request may ask for: past it, a 413. pprof sends
+/// every unsymbolized location of a profile in one request; 8192 is more
+/// than a heap profile has, and bounds the work one request can queue.
+pub(super) const MAX_SYMBOL_ADDRESSES: usize = 8192;
+
+/// Work one symbol request may take: past it, the answer holds the
+/// addresses done so far (pprof leaves the others as addresses), and says
+/// so in `X-Leakscope-Partial`. Symbolizing takes the process-wide symbol
+/// lock for each address, so one request must not keep it for minutes.
+pub(super) const SYMBOL_TIME: Duration = Duration::from_secs(5);
+
 /// `GET /debug/pprof/symbol`: Go's symbol service. With no addresses it
 /// only says that symbols are available (`num_symbols: 1`); addresses in
 /// the query, as in the body of a `POST`, are looked up.
-pub(super) fn symbol(query: &str) -> Response {
-    symbol_bytes(query.as_bytes())
+pub(super) fn symbol(query: &str, abandoned: &dyn Fn() -> bool) -> Response {
+    symbol_bytes(query.as_bytes(), abandoned)
 }
 
 /// The symbol service: `num_symbols: 1`, then `0xADDR name` for each
 /// address (hex or decimal, joined by `+`) that resolves, as Go answers.
-pub(super) fn symbol_bytes(body: &[u8]) -> Response {
+/// Bounded: at most [`MAX_SYMBOL_ADDRESSES`] (else a 413), at most
+/// [`SYMBOL_TIME`] of work (then a partial answer), and it stops as soon as
+/// `abandoned()` (the client went away, the server stops).
+pub(super) fn symbol_bytes(body: &[u8], abandoned: &dyn Fn() -> bool) -> Response {
+    let addresses: Vec<u64> = body
+        .split(|&b| b == b'+')
+        .filter_map(|word| std::str::from_utf8(word).ok().and_then(parse_address))
+        .collect();
+    if addresses.len() > MAX_SYMBOL_ADDRESSES {
+        return Response::go_error(
+            413,
+            &format!(
+                "too many addresses ({}; at most {MAX_SYMBOL_ADDRESSES} per request)",
+                addresses.len()
+            ),
+        );
+    }
+    let deadline = Instant::now() + SYMBOL_TIME;
     let mut out = String::from("num_symbols: 1\n");
-    for word in body.split(|&b| b == b'+') {
-        let Some(pc) = std::str::from_utf8(word).ok().and_then(parse_address) else {
-            continue;
-        };
+    let mut done = 0;
+    for &pc in &addresses {
+        if Instant::now() >= deadline || abandoned() {
+            break;
+        }
         if let Some(name) = resolve(pc) {
             let _ = writeln!(out, "{pc:#x} {name}");
         }
+        done += 1;
     }
     // The debug info read for these addresses is not kept (see
     // `profile::release_symbolizer`).
     crate::profile::release_symbolizer();
-    Response::ok("text/plain; charset=utf-8", out).with_header("X-Content-Type-Options", "nosniff")
+    let r = Response::ok("text/plain; charset=utf-8", out)
+        .with_header("X-Content-Type-Options", "nosniff");
+    if done < addresses.len() {
+        let why = format!(
+            "{done} of {} addresses looked up (at most {} s of work per request)",
+            addresses.len(),
+            SYMBOL_TIME.as_secs()
+        );
+        return r.with_header("X-Leakscope-Partial", &why);
+    }
+    r
 }
 
 /// Go's `strconv.ParseUint(word, 0, 64)`: `0x` hex, `0o`/`0` octal, or
@@ -194,6 +234,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn symbol_requests_are_bounded() {
+        let pc = symbol_requests_are_bounded as fn() as usize as u64;
+        // Too many addresses: a 413 with the reason, before any work.
+        let many = vec![format!("{pc:#x}"); MAX_SYMBOL_ADDRESSES + 1].join("+");
+        let r = symbol_bytes(many.as_bytes(), &|| false);
+        assert_eq!(r.status(), 413);
+        assert!(String::from_utf8_lossy(r.body()).contains("at most 8192"));
+        // At the cap: answered in full.
+        let some = vec![format!("{pc:#x}"); 3].join("+");
+        let r = symbol_bytes(some.as_bytes(), &|| false);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.header("X-Leakscope-Partial"), None);
+        assert_eq!(String::from_utf8_lossy(r.body()).lines().count(), 4);
+        // Abandoned after two lookups: the two, and a header that says so.
+        let asked = std::cell::Cell::new(0);
+        let r = symbol_bytes(some.as_bytes(), &|| {
+            asked.set(asked.get() + 1);
+            asked.get() > 2
+        });
+        assert_eq!(r.status(), 200);
+        assert_eq!(String::from_utf8_lossy(r.body()).lines().count(), 3);
+        let partial = r.header("X-Leakscope-Partial").expect("marked partial");
+        assert!(partial.starts_with("2 of 3 addresses"), "{partial}");
+    }
+
+    #[test]
     fn addresses_parse_as_go_parses_them() {
         assert_eq!(parse_address("0x10"), Some(16));
         assert_eq!(parse_address("16"), Some(16));
@@ -206,7 +272,7 @@ mod tests {
     #[test]
     fn symbol_names_a_function_of_ours() {
         let pc = addresses_parse_as_go_parses_them as fn() as usize as u64;
-        let r = symbol_bytes(format!("{pc:#x}+junk+0").as_bytes());
+        let r = symbol_bytes(format!("{pc:#x}+junk+0").as_bytes(), &|| false);
         let text = String::from_utf8(r.body().to_vec()).unwrap();
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("num_symbols: 1"));

@@ -2,6 +2,7 @@
 //! responses as Go's `net/http/pprof` writes them.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// An HTTP response from [`respond`](super::respond): status, headers and
 /// body, for any web framework to send as it is.
@@ -21,7 +22,9 @@ use std::fmt;
 pub struct Response {
     status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    /// Shared, so one rendered export can be sent to many clients at once
+    /// without a copy each (`http/share.rs`).
+    body: Arc<Vec<u8>>,
 }
 
 impl Response {
@@ -29,8 +32,26 @@ impl Response {
         Response {
             status,
             headers: vec![("Content-Type".to_string(), content_type.to_string())],
+            body: Arc::new(body),
+        }
+    }
+
+    /// A response from parts, its body shared with other responses.
+    pub(super) fn from_shared(
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Arc<Vec<u8>>,
+    ) -> Response {
+        Response {
+            status,
+            headers,
             body,
         }
+    }
+
+    /// The body, shared (no copy).
+    pub(super) fn shared_body(&self) -> &Arc<Vec<u8>> {
+        &self.body
     }
 
     /// A `200 OK` with this content type and body.
@@ -89,7 +110,8 @@ impl Response {
     /// assert!(!body.is_empty());
     /// ```
     pub fn into_parts(self) -> (u16, Vec<(String, String)>, Vec<u8>) {
-        (self.status, self.headers, self.body)
+        let body = Arc::try_unwrap(self.body).unwrap_or_else(|shared| (*shared).clone());
+        (self.status, self.headers, body)
     }
 }
 

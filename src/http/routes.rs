@@ -1,30 +1,18 @@
 //! The route table: [`respond`] and what the built-in server calls with its
 //! own context (client address, limits, history, stop signal).
 
-use std::net::IpAddr;
-use std::time::Duration;
-
+use super::ctx::Ctx;
 use super::dashboard;
-use super::history::History;
 use super::limits::Deltas;
 use super::options::Options;
 use super::profiles::{self, Kind};
 use super::response::Response;
+use super::share::Slot;
 use crate::recorder::Guard;
 
-/// What a request is answered with, besides its method and path.
-pub(super) struct Ctx<'a> {
-    pub(super) max_seconds: u64,
-    pub(super) top_sites: usize,
-    /// The server's own periodic summaries, for the dashboard's chart when
-    /// no monitor runs.
-    pub(super) history: Option<&'a History>,
-    pub(super) deltas: &'a Deltas,
-    /// The client, for the one-delta-per-client rule (`None`: unknown).
-    pub(super) client: Option<IpAddr>,
-    /// Sleeps for a delta profile; `false` when the server is stopping.
-    pub(super) sleep: &'a (dyn Fn(Duration) -> bool + Sync),
-}
+static FLAMEGRAPH: Slot = Slot::new();
+static JSON: Slot = Slot::new();
+static DHAT: Slot = Slot::new();
 
 /// Deltas from [`respond`] callers, who have no server of their own: at most
 /// this many at a time in the process.
@@ -44,7 +32,7 @@ static RESPOND_DELTAS: Deltas = Deltas::new(4);
 /// | `/debug/pprof/allocs` | the same, default sample type `alloc_space` |
 /// | `…?seconds=N` | the growth over the next N seconds (`filename="heap-delta"`), `duration_nanos` the time it covers; this call blocks for N seconds |
 /// | `…?debug=1` | the text report, `text/plain` |
-/// | `/debug/pprof/symbol` | Go's symbol service (`GET`: `num_symbols: 1`; `POST` addresses joined by `+`: `0xADDR name` lines) |
+/// | `/debug/pprof/symbol` | Go's symbol service (`GET`: `num_symbols: 1`; `POST` addresses joined by `+`: `0xADDR name` lines); at most 8192 addresses per request (413 past it) and 5 s of work (then the addresses done so far, with `X-Leakscope-Partial`) |
 /// | `/debug/leakscope` | the leak dashboard (HTML) |
 /// | `/debug/leakscope/flamegraph.svg`, `snapshot.json`, `dhat.json` | the exports of a fresh snapshot |
 /// | `/metrics` | [Prometheus exposition](crate::metrics::write_prometheus) of the top 20 sites |
@@ -82,6 +70,7 @@ pub fn respond(method: &str, path_and_query: &str) -> Response {
             std::thread::sleep(d);
             true
         },
+        abandoned: &|| false,
     };
     respond_in(method, path_and_query, &ctx)
 }
@@ -118,11 +107,13 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "/debug/pprof" | "/debug/pprof/" => profiles::index(),
         "/debug/pprof/heap" => profiles::profile(Kind::Heap, query, ctx),
         "/debug/pprof/allocs" => profiles::profile(Kind::Allocs, query, ctx),
-        "/debug/pprof/symbol" => profiles::symbol(query),
+        "/debug/pprof/symbol" => profiles::symbol(query, ctx.abandoned),
         "/debug/leakscope" | "/debug/leakscope/" => dashboard::page(ctx),
-        "/debug/leakscope/flamegraph.svg" => profiles::flamegraph(),
-        "/debug/leakscope/snapshot.json" => profiles::json(),
-        "/debug/leakscope/dhat.json" => profiles::dhat(),
+        // The large exports: one render shared by the clients that ask
+        // while it is being sent (`share.rs`).
+        "/debug/leakscope/flamegraph.svg" => FLAMEGRAPH.get(profiles::flamegraph),
+        "/debug/leakscope/snapshot.json" => JSON.get(profiles::json),
+        "/debug/leakscope/dhat.json" => DHAT.get(profiles::dhat),
         "/metrics" => profiles::metrics(ctx.top_sites),
         _ if path.starts_with("/debug/pprof/") => Response::go_error(404, "Unknown profile"),
         _ => Response::go_error(404, "404 page not found"),
@@ -140,8 +131,10 @@ pub(super) fn respond_with_body(
     let path = path_and_query.split('?').next().unwrap_or("");
     if method == "POST" && path == "/debug/pprof/symbol" {
         return Guard::run(|| {
-            std::panic::catch_unwind(|| profiles::symbol_bytes(body))
-                .unwrap_or_else(|_| Response::go_error(500, "internal error"))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                profiles::symbol_bytes(body, ctx.abandoned)
+            }))
+            .unwrap_or_else(|_| Response::go_error(500, "internal error"))
         });
     }
     respond_in(method, path_and_query, ctx)

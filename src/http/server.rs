@@ -4,8 +4,10 @@
 //! the server does is recorded):
 //! - one accept thread, polling a non-blocking listener so that `stop` needs
 //!   no wake-up connection;
-//! - one thread per connection (at most [`MAX_CONNECTIONS`] at once; more
-//!   are answered 503 at once), which reads one bounded request with
+//! - one thread per connection (at most [`MAX_CONNECTIONS`] at once; when
+//!   they are all taken, the oldest one still sending its request is shut
+//!   down to make room, and only if all are being answered is a new one
+//!   answered 503 at once), which reads one bounded request with
 //!   timeouts, answers it and closes: a stalled client holds only its own
 //!   thread, never the others' requests;
 //! - one history thread, which takes a summary every `history_interval` for
@@ -13,87 +15,24 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::conn;
-use super::history::History;
-use super::limits::Deltas;
 use super::options::Options;
 use super::response::Response;
+use super::shared::{MAX_CONNECTIONS, Shared};
 use crate::Error;
 use crate::recorder::Guard;
 
-/// Connections served at once; one more is answered 503 and closed.
-pub(super) const MAX_CONNECTIONS: usize = 64;
 /// `seconds=` deltas in progress at once (and one per client address).
 const MAX_DELTAS: usize = 4;
 /// How long the accept thread sleeps when no connection is waiting.
 const ACCEPT_POLL: Duration = Duration::from_millis(10);
-/// How long `stop` waits for connection threads to finish (each is bounded
-/// by its read and write timeouts; this is a backstop).
-const STOP_GRACE: Duration = Duration::from_secs(15);
-
-/// What the server's threads share.
-pub(super) struct Shared {
-    pub(super) options: Options,
-    pub(super) deltas: Deltas,
-    pub(super) history: History,
-    state: Mutex<State>,
-    /// Signalled on stop (wakes sleeping deltas and the history thread) and
-    /// when a connection ends (wakes `stop` waiting for them).
-    changed: Condvar,
-}
-
-struct State {
-    stop: bool,
-    connections: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(super) fn stopping(&self) -> bool {
-        self.lock().stop
-    }
-
-    /// Sleeps `d`, or less if the server stops; `false` if it stopped.
-    pub(super) fn sleep(&self, d: Duration) -> bool {
-        let deadline = Instant::now() + d;
-        let mut s = self.lock();
-        loop {
-            if s.stop {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return true;
-            }
-            s = self
-                .changed
-                .wait_timeout(s, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-
-    fn try_add_connection(&self) -> bool {
-        let mut s = self.lock();
-        if s.connections >= MAX_CONNECTIONS {
-            return false;
-        }
-        s.connections += 1;
-        true
-    }
-
-    fn connection_done(&self) {
-        self.lock().connections -= 1;
-        self.changed.notify_all();
-    }
-}
+/// How long `stop` waits for connection threads to finish (each notices the
+/// stop within a read or write slice, 200 ms; this is a backstop).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// A running built-in server: see [`serve`]. Stopping ([`stop`](Server::stop)
 /// or dropping) ends and joins its threads.
@@ -186,16 +125,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
         let listener = TcpListener::bind(&addrs[..])?;
         listener.set_nonblocking(true)?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            options,
-            deltas: Deltas::new(MAX_DELTAS),
-            history: History::new(),
-            state: Mutex::new(State {
-                stop: false,
-                connections: 0,
-            }),
-            changed: Condvar::new(),
-        });
+        let shared = Arc::new(Shared::new(options, MAX_DELTAS));
         let mut server = Server {
             local_addr,
             shared: shared.clone(),
@@ -250,30 +180,17 @@ impl Server {
 
     fn shutdown(&mut self) {
         Guard::run(|| {
-            self.shared.lock().stop = true;
-            self.shared.changed.notify_all();
+            self.shared.stop();
             for t in self.threads.drain(..) {
                 if t.join().is_err() {
                     log::error!("leakscope: an HTTP server thread panicked");
                 }
             }
-            let deadline = Instant::now() + STOP_GRACE;
-            let mut s = self.shared.lock();
-            while s.connections > 0 {
-                let now = Instant::now();
-                if now >= deadline {
-                    log::warn!(
-                        "leakscope: {} HTTP connections still open at stop",
-                        s.connections
-                    );
-                    break;
-                }
-                s = self
-                    .shared
-                    .changed
-                    .wait_timeout(s, deadline - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            let left = self
+                .shared
+                .wait_for_connections(Instant::now() + STOP_GRACE);
+            if left > 0 {
+                log::warn!("leakscope: {left} HTTP connections still open at stop");
             }
         });
     }
@@ -300,10 +217,10 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     while !shared.stopping() {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if !shared.try_add_connection() {
+                let Some(id) = shared.try_add_connection(&stream) else {
                     busy(stream);
                     continue;
-                }
+                };
                 let s = shared.clone();
                 // Unnamed: std copies a thread's name on the new thread
                 // before the closure runs (for its stack-overflow message),
@@ -314,13 +231,13 @@ fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
                     // Last resort: the code does not panic on bad input,
                     // but a panic must not leak the connection count.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        conn::serve_connection(stream, peer, &s)
+                        conn::serve_connection(stream, peer, id, &s)
                     }));
-                    s.connection_done();
+                    s.connection_done(id);
                 });
                 if spawned.is_err() {
                     // The closure (and the stream) was dropped: closed.
-                    shared.connection_done();
+                    shared.connection_done(id);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -341,7 +258,8 @@ fn busy(mut stream: TcpStream) {
         503,
         &format!("too many connections (at most {MAX_CONNECTIONS}); try again later"),
     );
-    let _ = conn::write_response(&mut stream, &r, false);
+    let end = Instant::now() + Duration::from_millis(100);
+    let _ = conn::write_response(&mut stream, &r, false, &|| Instant::now() >= end);
     let _ = stream.flush();
 }
 

@@ -31,7 +31,12 @@ use restore::Restore;
 /// memory per value is [`Snapshot::by_label`](crate::Snapshot::by_label),
 /// and every export carries them (pprof sample labels, JSON, collapsed
 /// stacks and flame graphs as root frames, Prometheus). Distinct label
-/// sets are bounded by [`Tracker::max_label_sets`](crate::Tracker::max_label_sets).
+/// sets are bounded by [`Tracker::max_label_sets`](crate::Tracker::max_label_sets),
+/// and in bytes: a key or value longer than [`MAX_LABEL_LEN`](crate::MAX_LABEL_LEN)
+/// (256 bytes) is cut there and ends in `…`, and once the interned sets'
+/// strings reach [`MAX_LABEL_BYTES`](crate::MAX_LABEL_BYTES) (4 MiB), new
+/// sets go to the overflow set `leakscope=other` as past the count cap.
+/// Interning a set never waits for a snapshot that symbolizes.
 ///
 /// # Examples
 ///

@@ -5,7 +5,14 @@
 //! `leakscope_site_live_bytes` series for each of the top `N` sites by live
 //! bytes, plus one `site="other"` series for all the rest, at most `N`
 //! suspect series, and for each of at most `N` label keys, `N` values plus
-//! `value="other"`.
+//! one overflow series for the rest of that key.
+//!
+//! An overflow series can never be mistaken for a real one: `site="other"`
+//! (site ids are numbers), and for label values an `overflow="true"` label
+//! no other series of the family has, with an empty value:
+//! `{key="k", value="", overflow="true"}`.
+//! A real label value is never empty here (memory without the key is in no
+//! series), so a real value `other` keeps its own series and its own bytes.
 //!
 //! Encoded with `prometheus-client` (which escapes label values and writes
 //! the `HELP`/`TYPE` lines); a fresh registry is filled per scrape, because
@@ -38,6 +45,10 @@ const MAX_LABEL_CHARS: usize = 200;
 
 type Labels = Vec<(std::borrow::Cow<'static, str>, String)>;
 
+/// One label key's series: the key, its top values with their live bytes,
+/// and the live bytes of the rest of its values (the overflow series).
+type KeyRow = (String, Vec<(String, u64)>, u64);
+
 /// Writes the heap's metrics in the Prometheus text format, from a fresh
 /// [`snapshot()`]:
 ///
@@ -49,7 +60,7 @@ type Labels = Vec<(std::borrow::Cow<'static, str>, String)>;
 /// | `leakscope_tracker_bytes` | gauge | memory the tracker itself holds |
 /// | `leakscope_sample_interval_bytes` | gauge | mean sample interval (1 = exact) |
 /// | `leakscope_site_live_bytes{site, function, location}` | gauge | live bytes of each of the top `top_n` sites by live bytes, and `site="other"` for the rest |
-/// | `leakscope_label_live_bytes{key, value}` | gauge | live bytes per value of each label key (see [`with_labels`](crate::with_labels)): the top `top_n` values of each of the top `top_n` keys, and `value="other"` for the rest of that key |
+/// | `leakscope_label_live_bytes{key, value}` | gauge | live bytes per value of each label key (see [`with_labels`](crate::with_labels)): the top `top_n` values of each of the top `top_n` keys, and `{key, value="", overflow="true"}` for the rest of that key (a real value named `other` is a value like any other) |
 /// | `leakscope_suspect_growth_bytes_per_second{site, function, location}` | gauge | growth rate of each leak suspect (at most `top_n`), while a [`Monitor`](crate::Monitor) runs |
 ///
 /// `site` is the site's stable id ([`Site::id`](crate::Site::id)),
@@ -155,19 +166,28 @@ pub(crate) fn render(
         );
 
         let by_label = Family::<Labels, Gauge>::default();
-        for (key, values) in label_rows(snap, top_n) {
+        for (key, values, rest) in label_rows(snap, top_n) {
             for (value, bytes) in values {
                 by_label
                     .get_or_create(&vec![
                         ("key".into(), bounded(key.clone())),
                         ("value".into(), bounded(value)),
                     ])
-                    .set(clamp(bytes));
+                    // Added, not set: two long values cut to the same
+                    // prefix share one series and both count.
+                    .inc_by(clamp(bytes));
             }
+            by_label
+                .get_or_create(&vec![
+                    ("key".into(), bounded(key)),
+                    ("value".into(), String::new()),
+                    ("overflow".into(), "true".to_string()),
+                ])
+                .set(clamp(rest));
         }
         registry.register(
             "leakscope_label_live_bytes",
-            "Estimated live bytes per label value (see with_labels): the top values of each key; value=\"other\" sums the rest of that key",
+            "Estimated live bytes per label value (see with_labels): the top values of each key; overflow=\"true\" sums the rest of that key",
             by_label,
         );
 
@@ -193,9 +213,10 @@ pub(crate) fn render(
 }
 
 /// The label series: for each of the first `top_n` label keys (by live
-/// bytes), its top `top_n` values by live bytes and `"other"` for the rest
-/// of that key's memory (memory without the key is in no series).
-fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<(String, Vec<(String, u64)>)> {
+/// bytes), its top `top_n` values by live bytes and the rest of that key's
+/// memory (memory without the key is in no series). Values are distinct and
+/// never empty, so no value's series can be written twice.
+fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<KeyRow> {
     let mut keys = snap.label_keys();
     keys.truncate(top_n);
     keys.into_iter()
@@ -207,8 +228,7 @@ fn label_rows(snap: &Snapshot, top_n: usize) -> Vec<(String, Vec<(String, u64)>)
                 .collect();
             let rest: u64 = values.iter().skip(top_n).map(|x| x.1).sum();
             values.truncate(top_n);
-            values.push(("other".to_string(), rest));
-            (key, values)
+            (key, values, rest)
         })
         .collect()
 }

@@ -16,18 +16,42 @@
 //! (and, past the cap, for each overflowed set: those are not cached, so a
 //! thread's cache stays bounded by the cap too).
 //!
-//! **Fork safety:** the shared table's mutex is only ever taken under the
-//! symbol lock (`with_symbol_lock`), which the fork handlers take before a
-//! fork, so no other thread holds it in a child, and it is never contended.
+//! **Bounded in bytes:** a key or value longer than [`MAX_LABEL_LEN`] bytes
+//! is cut there (at a character boundary, ending in `…`) before the set is
+//! interned, and once the table's strings hold [`MAX_LABEL_BYTES`], every
+//! new set goes to the overflow set as it does past `max_label_sets`. So
+//! the table holds at most about `MAX_LABEL_BYTES` of strings plus its
+//! per-set arrays, whatever the labels are taken from.
+//!
+//! **Its own lock, never behind symbolization:** the shared table is under
+//! its own lock (`TABLE_LOCK`), held only for a lookup, a push or a copy of
+//! the id array (microseconds, no call out), never under or around the
+//! symbol lock: interning a new set never waits for a snapshot that
+//! symbolizes. It is the recorder's spin lock (never allocates, never
+//! parks) because its sections are that short, and because the fork
+//! handlers must take and release it from outside any scope: `prepare`
+//! takes it and `parent`/`child` release it (registered here on first use,
+//! so before or after the recorder's and the symbol cache's: the order does
+//! not matter, since no lock is taken while it is held and it is never
+//! waited for while another is held).
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
-use super::symbolize::with_symbol_lock;
-use crate::recorder::{self, DEFAULT_MAX_LABEL_SETS, Guard};
+use crate::recorder::{self, DEFAULT_MAX_LABEL_SETS, Guard, SpinLock};
+
+/// The longest label key or value kept, in bytes: longer ones are cut here
+/// (at a character boundary) and end in `…`, so two values that agree on
+/// their first 256 bytes are one value.
+pub const MAX_LABEL_LEN: usize = 256;
+
+/// The label table's budget for strings, in bytes (keys and values of every
+/// interned set, 4 MiB): past it, new sets go to the overflow set
+/// `leakscope=other`, as past [`Tracker::max_label_sets`](crate::Tracker::max_label_sets).
+pub const MAX_LABEL_BYTES: usize = 4 << 20;
 
 /// One interned label set: `(key, value)` pairs sorted by key, keys unique.
 pub(crate) type LabelSet = Arc<[(String, String)]>;
@@ -49,24 +73,98 @@ struct Table {
     string_bytes: usize,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    sets: Vec::new(),
-    by_hash: HashMap::with_hasher(BuildHasherDefault::new()),
-    other: 0,
-    string_bytes: 0,
-});
+/// The shared table and its lock (see the module docs).
+struct Shared {
+    lock: SpinLock,
+    table: UnsafeCell<Table>,
+}
 
-/// The table, under the symbol lock (see the module docs).
+// SAFETY: `table` is only touched by the holder of `lock` (`with_table`).
+unsafe impl Sync for Shared {}
+
+static TABLE: Shared = Shared {
+    lock: SpinLock::new(),
+    table: UnsafeCell::new(Table {
+        sets: Vec::new(),
+        by_hash: HashMap::with_hasher(BuildHasherDefault::new()),
+        other: 0,
+        string_bytes: 0,
+    }),
+};
+
+/// The table, under its own lock (see the module docs). `f` must not take
+/// another lock or call out; it runs under the guard (its allocations go to
+/// the inner allocator).
 fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
-    with_symbol_lock(|| {
-        // Every change is a push after the checks, so a panic elsewhere
-        // leaves the table consistent: poisoning is ignored.
-        let mut t: MutexGuard<'_, Table> = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    fork::install();
+    Guard::run(|| {
+        let _g = TABLE.lock.lock();
+        // SAFETY: we hold the lock, so no one else touches the table. A
+        // panic in `f` (an allocation failure) leaves it consistent: every
+        // change is a push after the checks, and the guard releases the lock.
+        let t = unsafe { &mut *TABLE.table.get() };
         if t.sets.is_empty() {
             t.sets.push(Arc::from(Vec::new()));
         }
-        f(&mut t)
+        f(t)
     })
+}
+
+#[cfg(unix)]
+mod fork {
+    use std::sync::Once;
+
+    use super::TABLE;
+
+    /// Registers the fork handlers (once): no thread holds the table's lock
+    /// in a forked child.
+    pub(super) fn install() {
+        static ONCE: Once = Once::new();
+        if ONCE.is_completed() {
+            return;
+        }
+        ONCE.call_once(|| {
+            // First the recorder's, so ours runs before them in `prepare`
+            // (no recorder lock is held while ours is waited for).
+            crate::recorder::install_fork_handlers();
+            // SAFETY: the handlers are `extern "C"` functions that never
+            // unwind and only touch an atomic flag.
+            unsafe {
+                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+            }
+        });
+    }
+
+    extern "C" fn prepare() {
+        TABLE.lock.acquire();
+    }
+
+    extern "C" fn parent() {
+        TABLE.lock.release();
+    }
+
+    extern "C" fn child() {
+        TABLE.lock.reset();
+    }
+}
+
+#[cfg(not(unix))]
+mod fork {
+    /// No `fork` on this platform.
+    pub(super) fn install() {}
+}
+
+/// `s` cut to at most [`MAX_LABEL_LEN`] bytes, at a character boundary,
+/// ending in `…` when cut.
+fn cut(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_LABEL_LEN {
+        return s.into();
+    }
+    let mut end = MAX_LABEL_LEN - '…'.len_utf8();
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
 }
 
 /// This thread's view of the table: only ids and `Arc` clones of sets.
@@ -108,11 +206,12 @@ pub(crate) fn intern(labels: &[(&str, &str)], base: u32) -> u32 {
     }
     Guard::run(|| {
         let base_set = if base == 0 { None } else { Some(resolve(base)) };
+        let short: Vec<_> = labels.iter().map(|&(k, v)| (cut(k), cut(v))).collect();
         // Canonical form: sorted by key, the last value of each key.
         let mut pairs: Vec<(&str, &str)> = base_set
             .iter()
             .flat_map(|s| s.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .chain(labels.iter().copied())
+            .chain(short.iter().map(|(k, v)| (&**k, &**v)))
             .collect();
         // Stable, so the later value of a key (inner over outer) stays last.
         pairs.sort_by(|a, b| a.0.cmp(b.0));
@@ -161,7 +260,8 @@ impl Table {
             return (id, self.sets[id as usize].clone());
         }
         let distinct = self.sets.len() - 1 - usize::from(self.other != 0);
-        if distinct >= cap {
+        let bytes: usize = canon.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if distinct >= cap || self.string_bytes + bytes > MAX_LABEL_BYTES {
             if self.other == 0 {
                 let other = [OTHER_LABELS];
                 let h = hash_of(other.iter().copied());
@@ -253,5 +353,52 @@ mod tests {
         // Known sets keep their ids after the cap.
         let canon = [("tenant", "t1")];
         assert_eq!(t.intern(&canon, hash_of(canon.iter().copied()), 3).0, 2);
+    }
+
+    #[test]
+    fn long_keys_and_values_are_cut_at_a_char_boundary() {
+        assert_eq!(cut("short"), "short");
+        let exact = "x".repeat(MAX_LABEL_LEN);
+        assert_eq!(cut(&exact), exact);
+        let long = "é".repeat(MAX_LABEL_LEN);
+        let c = cut(&long);
+        assert!(c.len() <= MAX_LABEL_LEN, "{}", c.len());
+        assert!(c.len() > MAX_LABEL_LEN - 8);
+        assert!(c.ends_with('…'));
+        assert!(long.starts_with(c.trim_end_matches('…')));
+    }
+
+    #[test]
+    fn table_strings_are_bounded_in_bytes() {
+        let mut t = fresh();
+        let value = |i: usize| format!("{i:0>250}");
+        let per_set = "tenant".len() + 250;
+        let fit = MAX_LABEL_BYTES / per_set;
+        let mut last = 0;
+        for i in 0..fit + 10 {
+            let v = value(i);
+            let canon = [("tenant", v.as_str())];
+            last = t
+                .intern(&canon, hash_of(canon.iter().copied()), usize::MAX)
+                .0;
+        }
+        assert!(t.string_bytes <= MAX_LABEL_BYTES + 64, "{}", t.string_bytes);
+        assert_eq!(t.other, last, "sets past the byte budget overflow");
+        assert_eq!(t.sets.len(), fit + 2); // the empty set, `fit` sets, other
+    }
+
+    #[test]
+    fn interning_a_new_set_does_not_wait_for_the_symbol_lock() {
+        // Hold the symbol lock (as a snapshot that symbolizes does) while
+        // another thread interns a set never seen: it must finish anyway.
+        let (tx, rx) = std::sync::mpsc::channel();
+        super::super::symbolize::with_symbol_lock(|| {
+            std::thread::spawn(move || {
+                let id = intern(&[("interned-while", "symbolizing")], 0);
+                let _ = tx.send(id);
+            });
+            let id = rx.recv_timeout(std::time::Duration::from_secs(20));
+            assert!(matches!(id, Ok(id) if id != 0), "{id:?}");
+        });
     }
 }

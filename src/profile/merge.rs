@@ -88,8 +88,8 @@ pub(crate) fn merge(raw: &[Arc<[usize]>], raw_labels: &[u32]) -> Merged {
         // part, and two threads asking at once may both do it (the second
         // one's work is dropped below), which costs time, never correctness.
         // The frames themselves are dropped once hashed. Label sets are
-        // looked up here too (that takes the symbol lock itself, which is
-        // not reentrant).
+        // looked up here too (under the label table's own lock, never
+        // taken under the symbol lock).
         let sets = labels::all();
         let fresh: Vec<(u128, u32)> = raw[known..]
             .iter()

@@ -6,6 +6,7 @@
 mod diff;
 mod frame;
 pub(crate) mod labels;
+mod lock;
 mod merge;
 mod names;
 mod notes;

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
+use super::lock::BlockingLock;
 use super::names::{is_short, name_frames, refine_symbol};
-use crate::recorder::{Guard, OTHER_FRAME, SpinLock};
+use crate::recorder::{Guard, OTHER_FRAME};
 
 /// Whether a frame is the tracker's own code, the unwinder's, or one of the
 /// allocation shims, all trimmed off the top of every stack.
@@ -41,7 +42,7 @@ fn is_alloc_shim(name: &str) -> bool {
 
 /// The symbol cache and the right to call the symbolizer, under one lock.
 ///
-/// Why one lock for both, and a spin lock: a forked child must be able to
+/// Why one lock for both, and one the fork handlers take: a forked child must be able to
 /// symbolize. A lock that a parent thread held at the fork would stay held in
 /// the child forever, so `fork::prepare` (below) takes this lock and the
 /// handlers release it on both sides; a concurrent map's shard locks could
@@ -54,8 +55,11 @@ fn is_alloc_shim(name: &str) -> bool {
 /// Lock order: taken before any recorder lock (its fork handler is
 /// registered after the recorder's, so its `prepare` runs first), and no
 /// recorder lock is ever held while waiting for it.
+///
+/// A blocking lock (`profile/lock.rs`), not a spin lock: it is held for whole
+/// symbolizations, so waiters sleep.
 struct Symbols {
-    lock: SpinLock,
+    lock: BlockingLock,
     cache: UnsafeCell<BTreeMap<usize, Arc<[Frame]>>>,
 }
 
@@ -63,7 +67,7 @@ struct Symbols {
 unsafe impl Sync for Symbols {}
 
 static SYMBOLS: Symbols = Symbols {
-    lock: SpinLock::new(),
+    lock: BlockingLock::new(),
     cache: UnsafeCell::new(BTreeMap::new()),
 };
 
