@@ -6,7 +6,7 @@
 mod diff;
 mod frame;
 pub(crate) mod labels;
-mod merge;
+pub(crate) mod merge;
 mod notes;
 mod site;
 mod snapshot;

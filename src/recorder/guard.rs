@@ -51,6 +51,15 @@ pub(super) struct ThreadState {
     /// never touches it. The recorder gives ids no meaning; the query side
     /// interns them.
     pub(super) labels: Cell<u32>,
+    /// Set once, when the thread registers (`registry::register`), for the
+    /// retainer scan: the kernel thread id, the `pthread_t`, the thread
+    /// pointer (where its static TLS block ends on x86-64, begins on
+    /// aarch64) and the stack bounds from `pthread_getattr_np` (0, 0 if the
+    /// lookup failed). Plain integers, read only under the registry lock.
+    pub(super) tid: Cell<u32>,
+    pub(super) pthread: Cell<usize>,
+    pub(super) tp: Cell<usize>,
+    pub(super) reg_stack: Cell<(usize, usize)>,
 }
 
 thread_local! {
@@ -64,6 +73,10 @@ thread_local! {
             stack_lo: Cell::new(0),
             stack_hi: Cell::new(0),
             labels: Cell::new(0),
+            tid: Cell::new(0),
+            pthread: Cell::new(0),
+            tp: Cell::new(0),
+            reg_stack: Cell::new((0, 0)),
         }
     };
 }

@@ -100,4 +100,18 @@ impl LiveList {
             cur = h.next;
         }
     }
+
+    /// As [`walk`](Self::walk), with each block's user address (for the
+    /// retainer scan, which reads the blocks' bytes in a forked child).
+    pub(crate) fn walk_with_user(&self, mut f: impl FnMut(usize, &Header)) {
+        let _g = self.lock.lock();
+        // SAFETY: as in `walk`.
+        let mut cur = unsafe { *self.head.get() };
+        while cur != 0 {
+            // SAFETY: as in `walk`.
+            let h = unsafe { header::read(cur as *mut u8) };
+            f(cur, &h);
+            cur = h.next;
+        }
+    }
 }

@@ -102,6 +102,9 @@ pub(crate) fn register(s: &ThreadState) {
         s.registered.set(2);
         return;
     }
+    if s.tid.get() == 0 {
+        note_identity(s);
+    }
     let added = locked(|threads| {
         // `try_reserve`: an allocation failure must not abort from inside
         // the allocator.
@@ -113,6 +116,110 @@ pub(crate) fn register(s: &ThreadState) {
     });
     if added {
         s.registered.set(1);
+    }
+}
+
+/// Notes the calling thread's identity and stack bounds in its state, once,
+/// before it is registered (so the registry lock is not held): what the
+/// retainer scan needs to scan its stack and static TLS.
+#[cold]
+fn note_identity(s: &ThreadState) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: `gettid` and `pthread_self` have no preconditions.
+        let (tid, me) = unsafe { (libc::gettid() as u32, libc::pthread_self()) };
+        s.tid.set(tid);
+        s.pthread.set(me as usize);
+        s.tp.set(thread_pointer());
+        // SAFETY: `attr` is initialised by a successful `pthread_getattr_np`
+        // before it is read and destroyed exactly once. glibc reads
+        // /proc/self/maps for the main thread with libc's own `malloc`, which
+        // never reaches the Rust global allocator (and we hold the guard).
+        let bounds = unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(me, &mut attr) != 0 {
+                (0, 0)
+            } else {
+                let mut addr: *mut libc::c_void = std::ptr::null_mut();
+                let mut size: libc::size_t = 0;
+                let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+                libc::pthread_attr_destroy(&mut attr);
+                let lo = addr as usize;
+                if rc == 0 {
+                    (lo, lo.saturating_add(size))
+                } else {
+                    (0, 0)
+                }
+            }
+        };
+        s.reg_stack.set(bounds);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = s;
+}
+
+/// The thread pointer: the TCB address on x86-64 (static TLS lies just below
+/// it), the DTV-pointer slot on aarch64 (static TLS lies just above it); 0
+/// elsewhere.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux `fs:0` holds the TCB's own address (the
+        // ABI's self pointer); reading it has no side effect.
+        unsafe {
+            std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reading `tpidr_el0` has no side effect.
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    0
+}
+
+/// One registered thread, as the retainer scan needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ThreadInfo {
+    /// Kernel thread id (the process id for the main thread).
+    pub(crate) tid: u32,
+    /// The thread's thread pointer (see `thread_pointer`), 0 if unknown.
+    pub(crate) tp: usize,
+    /// `[lo, hi)` of its stack from `pthread_getattr_np`; `(0, 0)` if unknown.
+    pub(crate) stack: (usize, usize),
+}
+
+/// Every registered (so live) thread's identity and stack bounds. Must run
+/// under the guard. The list is copied into space reserved before the lock
+/// is taken (the lock's holder must not allocate), again if it grew.
+pub(crate) fn threads() -> Vec<ThreadInfo> {
+    let mut out = Vec::new();
+    loop {
+        let n = locked(|t| t.len());
+        out.reserve(n + 8);
+        let room = out.capacity();
+        let done = with_threads(|t| {
+            if t.0.len() > room {
+                return false;
+            }
+            out.extend(t.iter().map(|s| ThreadInfo {
+                tid: s.tid.get(),
+                tp: s.tp.get(),
+                stack: s.reg_stack.get(),
+            }));
+            true
+        });
+        if done {
+            return out;
+        }
     }
 }
 
