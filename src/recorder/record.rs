@@ -172,6 +172,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     let Some(il) = header::inner_layout(layout) else {
         return plain();
     };
+    super::registry::ensure_registered_guarded();
     let book = book::current();
     let site = site_here(how, book);
     // SAFETY: `il` has a non-zero size (it includes the header).

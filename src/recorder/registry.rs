@@ -96,6 +96,26 @@ pub(crate) fn register(s: &ThreadState) {
     let Some(_guard) = Guard::enter() else {
         return;
     };
+    register_guarded(s);
+}
+
+/// Registers the calling thread if it is not yet (0): the recorded path of
+/// an exact tracker, which never takes the sampler's slow path, calls this
+/// so that its threads are registered too (the retainer scan scans the
+/// registered threads' stacks). One thread-local read once registered.
+#[inline]
+pub(crate) fn ensure_registered_guarded() {
+    let _ = STATE.try_with(|s| {
+        if s.registered.get() == 0 {
+            register_guarded(s);
+        }
+    });
+}
+
+/// `register`'s body; the caller holds the guard.
+#[cold]
+#[inline(never)]
+fn register_guarded(s: &ThreadState) {
     super::fork::install();
     if REGISTRATION.try_with(|_| ()).is_err() {
         // The thread is exiting: its destructor cannot be registered.

@@ -135,9 +135,13 @@ fn modules() -> Vec<Module> {
     out
 }
 
-/// Whether a static is leakscope's own (not a root: the tracker's tables).
+/// Whether a static is leakscope's own (not a root): the tracker's tables,
+/// and the `backtrace` crate's symbolization cache, which leakscope fills
+/// under its guard (so none of it is a recorded block: a word there that
+/// looks like a pointer into one is a stale or dangling value).
 fn is_ours(name: &str) -> bool {
-    name.starts_with("leakscope::") || name.starts_with("<leakscope::")
+    let name = name.trim_start_matches('<');
+    name.starts_with("leakscope::") || name.starts_with("backtrace::")
 }
 
 /// glibc's static TLS surplus for modules loaded later, plus the TCB slack.

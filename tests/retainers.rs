@@ -1,0 +1,305 @@
+//! `retainers()` in exact mode, with real forks: what holds each site's
+//! blocks, what nothing holds, and many scans under load.
+//!
+//! The scans share one process and one scan runs at a time, so the tests
+//! take a lock. Leaks are made on threads that then exit (an exited
+//! thread's stack is no longer a root), and their stack is wiped first so
+//! that a later thread reusing the cached stack sees no stale pointer.
+
+use std::cell::RefCell;
+use std::hint::black_box;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+
+use leakscope::{RetainerOptions, Retainers, Root, Snapshot};
+
+#[global_allocator]
+static GLOBAL: leakscope::Tracker = leakscope::Tracker::system().sample_interval(1);
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The seed program's shape.
+static GLOBAL_SLICE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+/// A static whose blocks must stay reachable while other blocks leak.
+static KEEP: Mutex<Vec<Box<[u8; 300]>>> = Mutex::new(Vec::new());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn scan() -> Retainers {
+    leakscope::retainers_with(RetainerOptions::new().min_age(Duration::ZERO)).expect("scan")
+}
+
+/// The ids of the snapshot sites whose stack goes through `name`.
+fn site_ids(snap: &Snapshot, name: &str) -> Vec<u32> {
+    snap.sites()
+        .iter()
+        .filter(|s| s.live_bytes() > 0 && s.frames().iter().any(|f| f.function().contains(name)))
+        .map(|s| s.id())
+        .collect()
+}
+
+fn one_site(snap: &Snapshot, name: &str) -> u32 {
+    let ids = site_ids(snap, name);
+    assert_eq!(ids.len(), 1, "sites through {name}: {ids:?}");
+    ids[0]
+}
+
+/// Overwrites a large part of this thread's stack, so no stale pointer stays
+/// in it for a thread that reuses the stack later.
+#[inline(never)]
+fn wipe_stack() {
+    let mut junk = [0usize; 16 * 1024];
+    black_box(&mut junk);
+}
+
+#[inline(never)]
+fn generate_string(i: usize) -> String {
+    let mut s = String::with_capacity(100);
+    for d in 0..100 {
+        s.push(char::from(b'0' + ((i + d) % 10) as u8));
+    }
+    s
+}
+
+#[inline(never)]
+fn fill_global_slice() {
+    let mut v = GLOBAL_SLICE.lock().unwrap();
+    for i in 0..1000 {
+        v.push(generate_string(i));
+    }
+}
+
+#[test]
+fn the_seed_shape_is_reached_exactly_from_its_static() {
+    let _s = serial();
+    thread::spawn(|| {
+        fill_global_slice();
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    let snap = leakscope::snapshot();
+    let strings = one_site(&snap, "generate_string");
+    let r = scan();
+    let site = r.site(strings).expect("the strings' site");
+    assert_eq!(site.live_bytes(), 100 * 1000);
+    assert_eq!(site.reachable_bytes(), 100 * 1000);
+    assert_eq!(site.unreachable_bytes(), 0);
+    let path = &site.paths()[0];
+    assert_eq!(path.bytes(), 100 * 1000, "{r}");
+    assert_eq!(
+        path.root(),
+        &Root::Static { name: "retainers::GLOBAL_SLICE".into() },
+        "{r}"
+    );
+    // Through the Vec's buffer, one site.
+    assert_eq!(path.via().len(), 1, "{r}");
+    let buffer = r.site(path.via()[0]).expect("the buffer's site");
+    assert!(buffer.frames().iter().any(|f| f.function().contains("fill_global_slice")));
+    assert_eq!(buffer.paths()[0].via(), &[] as &[u32]);
+    // The holders' row: the static retains the strings and the buffer.
+    let holder = r
+        .roots()
+        .iter()
+        .find(|x| x.root() == path.root())
+        .expect("the static's row");
+    assert_eq!(holder.retained_bytes(), 100 * 1000 + buffer.live_bytes());
+    let text = r.to_string();
+    assert!(text.contains("static retainers::GLOBAL_SLICE retains"), "{text}");
+}
+
+#[derive(Debug)]
+struct Node {
+    next: RefCell<Option<Rc<Node>>>,
+    _pad: [u8; 500],
+}
+
+#[inline(never)]
+fn leak_box() {
+    let b: &'static mut [u8; 1000] = Box::leak(Box::new([7u8; 1000]));
+    black_box(b);
+}
+
+#[inline(never)]
+fn forget_vec() {
+    std::mem::forget(black_box(vec![1u8; 2000]));
+}
+
+#[inline(never)]
+fn rc_cycle() {
+    let a = Rc::new(Node { next: RefCell::new(None), _pad: [0; 500] });
+    let b = Rc::new(Node { next: RefCell::new(Some(a.clone())), _pad: [0; 500] });
+    *a.next.borrow_mut() = Some(b.clone());
+    black_box((&a, &b));
+}
+
+#[inline(never)]
+fn keep_some() {
+    let mut k = KEEP.lock().unwrap();
+    for _ in 0..10 {
+        k.push(Box::new([3u8; 300]));
+    }
+}
+
+#[test]
+fn leaked_forgotten_and_cyclic_blocks_are_unreachable_to_the_byte() {
+    let _s = serial();
+    thread::spawn(|| {
+        leak_box();
+        forget_vec();
+        rc_cycle();
+        keep_some();
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    let snap = leakscope::snapshot();
+    let r = scan();
+    let leaked = r.site(one_site(&snap, "leak_box")).unwrap();
+    assert_eq!(leaked.unreachable_bytes(), 1000, "{r}");
+    assert_eq!(leaked.unreachable_blocks(), 1);
+    let forgotten = r.site(one_site(&snap, "forget_vec")).unwrap();
+    assert_eq!(forgotten.unreachable_bytes(), 2000, "{:?}", forgotten.paths());
+    // `Rc::new` on two lines: two sites.
+    let cycle_sites = site_ids(&snap, "rc_cycle");
+    let rc_box = (2 * std::mem::size_of::<usize>() + std::mem::size_of::<Node>()) as u64;
+    let (bytes, blocks) = cycle_sites.iter().fold((0, 0), |(b, n), &id| {
+        let s = r.site(id).unwrap();
+        (b + s.unreachable_bytes(), n + s.unreachable_blocks())
+    });
+    assert_eq!((bytes, blocks), (2 * rc_box, 2), "{r}");
+    // The cycle is one leak of two blocks.
+    let leak = r
+        .unreachable()
+        .iter()
+        .find(|l| l.sites().iter().any(|&(s, _)| s == cycle_sites[0]))
+        .unwrap();
+    assert_eq!((leak.bytes(), leak.blocks()), (2 * rc_box, 2), "{r}");
+    // The static's boxes stay reachable.
+    let kept = site_ids(&snap, "keep_some")
+        .into_iter()
+        .filter_map(|id| r.site(id))
+        .find(|s| s.live_bytes() == 3000)
+        .expect("the boxes' site");
+    assert_eq!(kept.unreachable_bytes(), 0, "{r}");
+    assert!(
+        kept.paths()
+            .iter()
+            .any(|p| p.root() == &Root::Static { name: "retainers::KEEP".into() }),
+        "{r}"
+    );
+}
+
+thread_local! {
+    static TL: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+#[inline(never)]
+fn stack_box() -> Box<[u8; 4000]> {
+    Box::new([5u8; 4000])
+}
+
+#[inline(never)]
+fn fill_thread_local() {
+    TL.with(|t| t.borrow_mut().extend_from_slice(&[9u8; 5000]));
+}
+
+#[test]
+fn a_threads_stack_and_its_thread_local_are_named_roots() {
+    let _s = serial();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = thread::Builder::new()
+        .name("holder".into())
+        .spawn(move || {
+            fill_thread_local();
+            let b = stack_box();
+            black_box(&b);
+            ready_tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            black_box(&b);
+        })
+        .unwrap();
+    ready_rx.recv().unwrap();
+    let snap = leakscope::snapshot();
+    let r = scan();
+    let on_stack = r.site(one_site(&snap, "stack_box")).unwrap();
+    assert!(
+        on_stack
+            .paths()
+            .iter()
+            .any(|p| p.root() == &Root::Stack { thread: "'holder'".into() }),
+        "{r}"
+    );
+    assert_eq!(on_stack.unreachable_bytes(), 0);
+    let tl = r.site(one_site(&snap, "fill_thread_local")).unwrap();
+    assert!(
+        tl.paths()
+            .iter()
+            .any(|p| p.root() == &Root::ThreadLocal { thread: "'holder'".into() }),
+        "{:?}",
+        tl.paths()
+    );
+    assert_eq!(r.roots().iter().filter(|x| x.root().to_string() == "stack of thread 'holder'").count(), 1);
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+}
+
+#[test]
+fn many_scans_while_threads_allocate_leave_no_child_behind() {
+    let _s = serial();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut keep = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    keep.push(vec![0u8; 64]);
+                    if keep.len() > 1000 {
+                        keep.clear();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for _ in 0..200 {
+        let r = leakscope::retainers().expect("scan under load");
+        ok += (r.blocks() > 0) as u32;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(ok, 200);
+    // No child left: not running, not a zombie.
+    // SAFETY: a non-blocking wait for any child; we start none elsewhere.
+    let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+    assert_eq!(r, -1, "a child is left");
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ECHILD));
+}
+
+#[test]
+fn a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error() {
+    let _s = serial();
+    let r = leakscope::retainers_with(RetainerOptions::new().timeout(Duration::ZERO));
+    let err = r.expect_err("a zero timeout fails").to_string();
+    assert!(err.contains("timed out"), "{err}");
+    // Concurrent scans: every one either succeeds or is refused, and at
+    // least one succeeds.
+    let results: Vec<Result<Retainers, leakscope::Error>> = thread::scope(|s| {
+        let hs: Vec<_> = (0..4).map(|_| s.spawn(leakscope::retainers)).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.iter().any(|r| r.is_ok()));
+    for r in &results {
+        if let Err(e) = r {
+            assert!(e.to_string().contains("another retainer scan"), "{e}");
+        }
+    }
+}
