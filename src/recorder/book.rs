@@ -510,6 +510,15 @@ pub(crate) fn for_each_live_block(mut f: impl FnMut(usize, u64, u32, u64, f32)) 
     }
 }
 
+/// Calls `f(start, end)` with the memory of every book (its live lists'
+/// heads are blocks' addresses: the sampled retainer scan skips them).
+pub(crate) fn for_each_book_range(mut f: impl FnMut(usize, usize)) {
+    for book in all() {
+        let start = book as *const Book as usize;
+        f(start, start + std::mem::size_of::<Book>());
+    }
+}
+
 /// Bytes the tracker holds in books and in block headers and padding.
 pub(crate) fn overhead_bytes() -> u64 {
     let (mut fixed, mut pad_alloc, mut pad_free) = (0u64, 0u64, 0u64);

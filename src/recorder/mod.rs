@@ -47,7 +47,11 @@ pub(crate) use sites::OTHER_FRAME;
 pub(crate) use spin::SpinLock;
 
 // For the retainer scan (query side, in a forked child for the first two).
-pub(crate) use book::for_each_live_block;
+pub(crate) use book::{for_each_book_range, for_each_live_block};
+/// Bytes of the header right below every recorded block's user pointer
+/// (its live-list links are user pointers of other blocks: the sampled
+/// retainer scan must not read them as roots).
+pub(crate) const BLOCK_HEADER_BYTES: usize = header::HEADER_SIZE;
 pub(crate) use registry::{ThreadInfo, threads};
 
 /// Registers the calling thread now if it never recorded anything (so the

@@ -286,6 +286,10 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
             claimed.push((r.start, r.end));
         }
         claimed.push(maps_buf);
+        // The books: their live lists' heads are blocks' addresses.
+        recorder::for_each_book_range(|s, e| {
+            claimed.push((s, e));
+        });
         let c = claimed.as_mut_slice();
         c.sort_unstable();
         let mut merged: MapVec<(usize, usize)> = MapVec::new();
@@ -318,13 +322,16 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
                     }
                     seg_end = seg_end.min(cs);
                 }
+                // A block's header (below it) holds its live-list links,
+                // which are other blocks' addresses: skipped with the block.
                 let bi = bs.partition_point(|b| b.end <= a);
                 if let Some(b) = bs.get(bi) {
-                    if b.addr <= a {
+                    let from = b.addr.saturating_sub(recorder::BLOCK_HEADER_BYTES);
+                    if from <= a {
                         a = b.end.next_multiple_of(W);
                         continue;
                     }
-                    seg_end = seg_end.min(b.addr);
+                    seg_end = seg_end.min(from);
                 }
                 let ok = g.scan(a, seg_end, |_, t| redges.push((key, t)));
                 if !ok {
