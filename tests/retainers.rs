@@ -23,6 +23,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// The seed program's shape.
 static GLOBAL_SLICE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// A static whose blocks must stay reachable while other blocks leak.
+#[allow(clippy::vec_box)] // separate blocks, each reachable only through the static
 static KEEP: Mutex<Vec<Box<[u8; 300]>>> = Mutex::new(Vec::new());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -93,13 +94,20 @@ fn the_seed_shape_is_reached_exactly_from_its_static() {
     assert_eq!(path.bytes(), 100 * 1000, "{r}");
     assert_eq!(
         path.root(),
-        &Root::Static { name: "retainers::GLOBAL_SLICE".into() },
+        &Root::Static {
+            name: "retainers::GLOBAL_SLICE".into()
+        },
         "{r}"
     );
     // Through the Vec's buffer, one site.
     assert_eq!(path.via().len(), 1, "{r}");
     let buffer = r.site(path.via()[0]).expect("the buffer's site");
-    assert!(buffer.frames().iter().any(|f| f.function().contains("fill_global_slice")));
+    assert!(
+        buffer
+            .frames()
+            .iter()
+            .any(|f| f.function().contains("fill_global_slice"))
+    );
     assert_eq!(buffer.paths()[0].via(), &[] as &[u32]);
     // The holders' row: the static retains the strings and the buffer.
     let holder = r
@@ -109,7 +117,10 @@ fn the_seed_shape_is_reached_exactly_from_its_static() {
         .expect("the static's row");
     assert_eq!(holder.retained_bytes(), 100 * 1000 + buffer.live_bytes());
     let text = r.to_string();
-    assert!(text.contains("static retainers::GLOBAL_SLICE retains"), "{text}");
+    assert!(
+        text.contains("static retainers::GLOBAL_SLICE retains"),
+        "{text}"
+    );
 }
 
 #[derive(Debug)]
@@ -131,8 +142,14 @@ fn forget_vec() {
 
 #[inline(never)]
 fn rc_cycle() {
-    let a = Rc::new(Node { next: RefCell::new(None), _pad: [0; 500] });
-    let b = Rc::new(Node { next: RefCell::new(Some(a.clone())), _pad: [0; 500] });
+    let a = Rc::new(Node {
+        next: RefCell::new(None),
+        _pad: [0; 500],
+    });
+    let b = Rc::new(Node {
+        next: RefCell::new(Some(a.clone())),
+        _pad: [0; 500],
+    });
     *a.next.borrow_mut() = Some(b.clone());
     black_box((&a, &b));
 }
@@ -163,7 +180,12 @@ fn leaked_forgotten_and_cyclic_blocks_are_unreachable_to_the_byte() {
     assert_eq!(leaked.unreachable_bytes(), 1000, "{r}");
     assert_eq!(leaked.unreachable_blocks(), 1);
     let forgotten = r.site(one_site(&snap, "forget_vec")).unwrap();
-    assert_eq!(forgotten.unreachable_bytes(), 2000, "{:?}", forgotten.paths());
+    assert_eq!(
+        forgotten.unreachable_bytes(),
+        2000,
+        "{:?}",
+        forgotten.paths()
+    );
     // `Rc::new` on two lines: two sites.
     let cycle_sites = site_ids(&snap, "rc_cycle");
     let rc_box = (2 * std::mem::size_of::<usize>() + std::mem::size_of::<Node>()) as u64;
@@ -187,9 +209,10 @@ fn leaked_forgotten_and_cyclic_blocks_are_unreachable_to_the_byte() {
         .expect("the boxes' site");
     assert_eq!(kept.unreachable_bytes(), 0, "{r}");
     assert!(
-        kept.paths()
-            .iter()
-            .any(|p| p.root() == &Root::Static { name: "retainers::KEEP".into() }),
+        kept.paths().iter().any(|p| p.root()
+            == &Root::Static {
+                name: "retainers::KEEP".into()
+            }),
         "{r}"
     );
 }
@@ -229,22 +252,29 @@ fn a_threads_stack_and_its_thread_local_are_named_roots() {
     let r = scan();
     let on_stack = r.site(one_site(&snap, "stack_box")).unwrap();
     assert!(
-        on_stack
-            .paths()
-            .iter()
-            .any(|p| p.root() == &Root::Stack { thread: "'holder'".into() }),
+        on_stack.paths().iter().any(|p| p.root()
+            == &Root::Stack {
+                thread: "'holder'".into()
+            }),
         "{r}"
     );
     assert_eq!(on_stack.unreachable_bytes(), 0);
     let tl = r.site(one_site(&snap, "fill_thread_local")).unwrap();
     assert!(
-        tl.paths()
-            .iter()
-            .any(|p| p.root() == &Root::ThreadLocal { thread: "'holder'".into() }),
+        tl.paths().iter().any(|p| p.root()
+            == &Root::ThreadLocal {
+                thread: "'holder'".into()
+            }),
         "{:?}",
         tl.paths()
     );
-    assert_eq!(r.roots().iter().filter(|x| x.root().to_string() == "stack of thread 'holder'").count(), 1);
+    assert_eq!(
+        r.roots()
+            .iter()
+            .filter(|x| x.root().to_string() == "stack of thread 'holder'")
+            .count(),
+        1
+    );
     done_tx.send(()).unwrap();
     holder.join().unwrap();
 }
@@ -281,7 +311,10 @@ fn many_scans_while_threads_allocate_leave_no_child_behind() {
     // SAFETY: a non-blocking wait for any child; we start none elsewhere.
     let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
     assert_eq!(r, -1, "a child is left");
-    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ECHILD));
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ECHILD)
+    );
 }
 
 #[test]

@@ -52,7 +52,9 @@ fn a_static_maps_values_are_all_reachable_and_the_static_is_named() {
     }
     // The static is named, and the values' largest path starts there and
     // goes through the map's table (a sampled block).
-    let cache = Root::Static { name: "retainers_sampled::CACHE".into() };
+    let cache = Root::Static {
+        name: "retainers_sampled::CACHE".into(),
+    };
     let text = r.to_string();
     assert!(text.contains("static retainers_sampled::CACHE"), "{text}");
     let site = r.site(values[0]).unwrap();
@@ -60,7 +62,12 @@ fn a_static_maps_values_are_all_reachable_and_the_static_is_named() {
     assert_eq!(top.root(), &cache, "{text}");
     assert_eq!(top.via().len(), 1, "{text}");
     let table = r.site(top.via()[0]).unwrap();
-    assert!(table.frames().iter().any(|f| f.function().contains("fill_cache")));
+    assert!(
+        table
+            .frames()
+            .iter()
+            .any(|f| f.function().contains("fill_cache"))
+    );
     assert!(top.bytes() * 2 > site.live_bytes(), "{text}");
     black_box(&snap);
 }

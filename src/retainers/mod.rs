@@ -421,7 +421,6 @@ fn scan(opts: &RetainerOptions) -> Result<Retainers, Error> {
     let start = Instant::now();
     let threads = recorder::threads();
     let (mut ranges, kinds) = roots::plan(&threads);
-    if std::env::var_os("LS_DEBUG").is_some() { eprintln!("threads {threads:x?}"); for (r,k) in ranges.iter().zip(&kinds) { if !matches!(k, RangeKind::Static(_)|RangeKind::Words{..}) { eprintln!("{r:x?} {k:?}"); } } }
     let sampled = recorder::current_interval() > 1;
     let young_after_us = recorder::now_us().saturating_sub(opts.min_age.as_micros() as u64);
     // SAFETY: `gettid` has no preconditions.
@@ -805,7 +804,7 @@ fn decode(
             sites: sorted(sites),
         })
         .collect();
-    leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    leaks.sort_by_key(|l| std::cmp::Reverse(l.bytes));
     let unreachable = leaks.iter().map(|l| l.bytes).sum();
     Some(Retainers {
         sites,

@@ -40,7 +40,8 @@ pub(super) enum RangeKind {
 /// A module's writable data symbols, cached per path: `(start, size,
 /// demangled name)` in file virtual addresses, sorted by start; `None` when
 /// it has no symbol table.
-type Symbols = Option<Arc<Vec<(u64, u64, Arc<str>)>>>;
+type Symbols = Option<Arc<SymbolList>>;
+type SymbolList = Vec<(u64, u64, Arc<str>)>;
 
 static SYMBOLS: Mutex<Option<HashMap<String, Symbols>>> = Mutex::new(None);
 
@@ -50,10 +51,10 @@ fn symbols_of(path: &str) -> Symbols {
     if let Some(s) = cache.get(path) {
         return s.clone();
     }
-    let read = || -> Option<Arc<Vec<(u64, u64, Arc<str>)>>> {
+    let read = || -> Symbols {
         let data = std::fs::read(path).ok()?;
         let file = object::File::parse(&*data).ok()?;
-        let mut v: Vec<(u64, u64, Arc<str>)> = file
+        let mut v: SymbolList = file
             .symbols()
             .filter(|s| s.kind() == SymbolKind::Data && s.size() > 0)
             .filter_map(|s| {
