@@ -61,7 +61,7 @@ pub mod tracing {
 mod profile;
 mod recorder;
 mod report;
-mod retainers;
+pub(crate) mod retainers;
 
 /// The README's snippets, compiled as doctests so every one a user pastes
 /// builds (`cargo test` runs them; `no_run` where they install a global

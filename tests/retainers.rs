@@ -69,6 +69,9 @@ fn generate_string(i: usize) -> String {
 #[inline(never)]
 fn fill_global_slice() {
     let mut v = GLOBAL_SLICE.lock().unwrap();
+    if !v.is_empty() {
+        return; // filled by another test already
+    }
     for i in 0..1000 {
         v.push(generate_string(i));
     }
@@ -335,4 +338,58 @@ fn a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error() {
             assert!(e.to_string().contains("another retainer scan"), "{e}");
         }
     }
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn the_http_route_serves_text_and_json_and_refuses_a_concurrent_scan() {
+    let _s = serial();
+    thread::spawn(|| {
+        fill_global_slice();
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    let r = leakscope::http::respond("GET", "/debug/leakscope/retainers");
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8_lossy(r.body()).into_owned();
+    assert!(
+        text.contains("static retainers::GLOBAL_SLICE retains"),
+        "{text}"
+    );
+    let r = leakscope::http::respond("GET", "/debug/leakscope/retainers?format=json");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(v["kind"], "retainers");
+    assert!(
+        v["roots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["root"] == "static retainers::GLOBAL_SLICE")
+    );
+    let bad = leakscope::http::respond("GET", "/debug/leakscope/retainers?format=xml");
+    assert_eq!(bad.status(), 400);
+    // While another thread scans in a loop, a request gets 200 or 429.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let saw_429 = thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = leakscope::retainers();
+            }
+        });
+        let mut saw = false;
+        for _ in 0..200 {
+            let r = leakscope::http::respond("GET", "/debug/leakscope/retainers");
+            assert!(r.status() == 200 || r.status() == 429, "{}", r.status());
+            if r.status() == 429 {
+                assert!(String::from_utf8_lossy(r.body()).contains("another retainer scan"));
+                saw = true;
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        saw
+    });
+    assert!(saw_429);
 }

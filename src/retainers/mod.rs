@@ -332,6 +332,14 @@ impl Retainers {
 
 /// One scan at a time per process.
 static BUSY: AtomicBool = AtomicBool::new(false);
+const BUSY_MSG: &str = "another retainer scan is running";
+
+/// Whether `e` is the refusal of a second concurrent scan (the HTTP route
+/// answers it with 429).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn is_busy(e: &Error) -> bool {
+    matches!(e, Error::Retainers(m) if m == BUSY_MSG)
+}
 
 /// Finds what holds the live heap, with the default [`RetainerOptions`].
 ///
@@ -375,7 +383,7 @@ pub fn retainers() -> Result<Retainers, Error> {
 /// ```
 pub fn retainers_with(opts: RetainerOptions) -> Result<Retainers, Error> {
     if BUSY.swap(true, Ordering::Acquire) {
-        return Err(Error::Retainers("another retainer scan is running".into()));
+        return Err(Error::Retainers(BUSY_MSG.into()));
     }
     struct Release;
     impl Drop for Release {
