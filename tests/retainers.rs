@@ -393,3 +393,12 @@ fn the_http_route_serves_text_and_json_and_refuses_a_concurrent_scan() {
     });
     assert!(saw_429);
 }
+
+#[test]
+fn a_child_out_of_memory_is_an_error() {
+    let _s = serial();
+    let r = leakscope::retainers_with(RetainerOptions::new().max_memory(0));
+    assert!(r.is_err());
+    // And the next scan works.
+    leakscope::retainers().unwrap();
+}

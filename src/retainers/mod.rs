@@ -93,6 +93,7 @@ pub struct RetainerOptions {
     paths_per_site: usize,
     timeout: Duration,
     min_age: Duration,
+    max_memory: u64,
 }
 
 impl Default for RetainerOptions {
@@ -108,7 +109,15 @@ impl RetainerOptions {
             paths_per_site: 3,
             timeout: Duration::from_secs(60),
             min_age: Duration::from_secs(1),
+            max_memory: 2 << 30,
         }
+    }
+    /// How much memory the scanning child may map beyond the address space
+    /// it inherits (`RLIMIT_AS`); past it the scan fails with an error.
+    /// Default 2 GiB.
+    pub const fn max_memory(mut self, bytes: u64) -> RetainerOptions {
+        self.max_memory = bytes;
+        self
     }
     /// How many retainer paths to keep per site (largest first).
     pub const fn paths_per_site(mut self, n: usize) -> RetainerOptions {
@@ -479,6 +488,7 @@ fn scan(opts: &RetainerOptions) -> Result<Retainers, Error> {
     }
     if pid == 0 {
         std::hint::black_box(&regs);
+        limit_memory(opts.max_memory);
         let wfd = wr.as_ref().map_or(-1, |f| f.0);
         let code = match child::run(&plan) {
             Some(words) => {
@@ -507,6 +517,46 @@ fn scan(opts: &RetainerOptions) -> Result<Retainers, Error> {
         .collect();
     decode(&words, &kinds, sampled, opts, pause, start)
         .ok_or_else(|| Error::Retainers("the scanning child's result is malformed".into()))
+}
+
+/// In the child: caps its address space at what it inherited plus
+/// `budget` (`RLIMIT_AS`), so a huge graph fails the scan (an allocation
+/// failure ends the child, and the parent returns an error) instead of
+/// pushing the machine into swap.
+fn limit_memory(budget: u64) {
+    let mut buf = [0u8; 128];
+    // SAFETY: a NUL-terminated path; reads into our stack buffer; the
+    // descriptor is closed once.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/statm".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len());
+        libc::close(fd);
+        n
+    };
+    if n <= 0 {
+        return;
+    }
+    let pages: u64 = buf[..n as usize]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .fold(0u64, |v, c| {
+            v.saturating_mul(10).saturating_add(u64::from(c - b'0'))
+        });
+    // SAFETY: `sysconf` has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let cap = pages.saturating_mul(page).saturating_add(budget);
+    let lim = libc::rlimit {
+        rlim_cur: cap,
+        rlim_max: cap,
+    };
+    // SAFETY: sets this (child) process's own limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
 }
 
 /// Stores the callee-saved registers into `regs` (x86-64 and aarch64; a
