@@ -402,3 +402,41 @@ fn a_child_out_of_memory_is_an_error() {
     // And the next scan works.
     leakscope::retainers().unwrap();
 }
+
+#[inline(never)]
+fn leak_in_check() {
+    std::mem::forget(black_box(vec![2u8; 777]));
+}
+
+#[test]
+fn a_leak_check_asserts_nothing_it_allocated_is_unreachable() {
+    let _s = serial();
+    // Held, not leaked: passes.
+    let check = leakscope::LeakCheck::start();
+    thread::spawn(|| {
+        keep_some();
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    check.assert_no_unreachable();
+    // Forgotten: fails, naming the site and the bytes.
+    let check = leakscope::LeakCheck::start();
+    thread::spawn(|| {
+        leak_in_check();
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    // Silence the expected panic: the default hook would capture a backtrace
+    // (with RUST_BACKTRACE set), whose symbolization allocates tens of MiB
+    // that every later scan of this process would then walk.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let err = std::panic::catch_unwind(|| check.assert_no_unreachable());
+    std::panic::set_hook(hook);
+    let err = err.unwrap_err();
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("777 B in 1 block(s)"), "{msg}");
+    assert!(msg.contains("leak_in_check"), "{msg}");
+}

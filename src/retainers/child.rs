@@ -26,6 +26,9 @@ pub(super) struct Plan {
     pub(super) sampled: bool,
     /// Blocks born after this tracker-clock time are not judged unreachable.
     pub(super) young_after_us: u64,
+    /// Only blocks born at or after this time are judged (a `LeakCheck`'s
+    /// scope); 0 for every block.
+    pub(super) born_since_us: u64,
 }
 
 /// One root range of the plan.
@@ -458,7 +461,11 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
         }
         x
     }
-    let dead = |i: usize| node_of[i] == NONE && bs[i].birth <= plan.young_after_us;
+    let dead = |i: usize| {
+        node_of[i] == NONE
+            && bs[i].birth <= plan.young_after_us
+            && bs[i].birth >= plan.born_since_us
+    };
     for i in 0..n {
         if dead(i) {
             for &t in out_of(i) {

@@ -94,6 +94,8 @@ pub struct RetainerOptions {
     timeout: Duration,
     min_age: Duration,
     max_memory: u64,
+    /// Judge only blocks born since (a `LeakCheck`'s start); 0 = all.
+    born_since_us: u64,
 }
 
 impl Default for RetainerOptions {
@@ -110,6 +112,7 @@ impl RetainerOptions {
             timeout: Duration::from_secs(60),
             min_age: Duration::from_secs(1),
             max_memory: 2 << 30,
+            born_since_us: 0,
         }
     }
     /// How much memory the scanning child may map beyond the address space
@@ -339,6 +342,60 @@ impl Retainers {
     }
 }
 
+impl crate::LeakCheck {
+    /// Panics if a block allocated since the check started is unreachable
+    /// now: LeakSanitizer's question (a leak nothing points to any more),
+    /// asked while the process runs. Blocks still held (a cache, a static)
+    /// are not reported; use [`finish`](crate::LeakCheck::finish) for those.
+    /// Every such block is judged, however young. Forks a scan
+    /// ([`retainers`]), so it needs Linux; best with `sample_interval(1)`.
+    ///
+    /// # Panics
+    ///
+    /// With a report of the unreachable leaks and their sites, or when the
+    /// scan fails.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let check = leakscope::LeakCheck::start();
+    /// let kept = vec![1u8; 100]; // reachable: fine
+    /// check.assert_no_unreachable();
+    /// # drop(kept);
+    /// ```
+    #[track_caller]
+    pub fn assert_no_unreachable(&self) {
+        let mut opts = RetainerOptions::new().min_age(Duration::ZERO);
+        opts.born_since_us = self.start_us();
+        let r = match retainers_with(opts) {
+            Ok(r) => r,
+            Err(e) => panic!("leak check: the retainer scan failed: {e}"),
+        };
+        if r.unreachable_bytes() > 0 {
+            let mut msg = format!(
+                "leak check: {} unreachable in {} leak(s) allocated inside the check\n",
+                human(r.unreachable_bytes() as f64),
+                r.unreachable().len()
+            );
+            for l in r.unreachable() {
+                msg.push_str(&format!(
+                    "  {} in {} block(s):\n",
+                    human(l.bytes as f64),
+                    l.blocks
+                ));
+                for &(s, b) in &l.sites {
+                    let name = r.site(s).map_or_else(|| format!("site {s}"), site_name);
+                    msg.push_str(&format!(
+                        "      {:>10}  {name} (site {s})\n",
+                        human(b as f64)
+                    ));
+                }
+            }
+            panic!("{msg}");
+        }
+    }
+}
+
 /// One scan at a time per process.
 static BUSY: AtomicBool = AtomicBool::new(false);
 const BUSY_MSG: &str = "another retainer scan is running";
@@ -475,6 +532,7 @@ fn scan(opts: &RetainerOptions) -> Result<Retainers, Error> {
         ranges,
         sampled,
         young_after_us,
+        born_since_us: opts.born_since_us,
     };
 
     let fork_start = Instant::now();
