@@ -440,3 +440,54 @@ fn a_leak_check_asserts_nothing_it_allocated_is_unreachable() {
     assert!(msg.contains("777 B in 1 block(s)"), "{msg}");
     assert!(msg.contains("leak_in_check"), "{msg}");
 }
+
+static GROWING: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn grow_a_bit() {
+    GROWING.lock().unwrap().push(vec![4u8; 32 * 1024]);
+}
+
+#[test]
+fn the_monitor_names_a_suspects_holder() {
+    let _s = serial();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = Mutex::new(tx);
+    let monitor = leakscope::Monitor::start(
+        leakscope::MonitorConfig::new()
+            .interval(Duration::from_millis(50))
+            .window(5)
+            .min_growth_bytes(64 * 1024)
+            .retainers(true)
+            .on_suspect(move |s| {
+                if s.frames()
+                    .iter()
+                    .any(|f| f.function().contains("grow_a_bit"))
+                {
+                    let _ = tx
+                        .lock()
+                        .unwrap()
+                        .send((s.holder().cloned(), s.to_string()));
+                }
+            }),
+    )
+    .unwrap();
+    let grower = thread::spawn(move || {
+        for _ in 0..300 {
+            grow_a_bit();
+            thread::sleep(Duration::from_millis(5));
+        }
+        wipe_stack();
+    });
+    let (holder, text) = rx.recv_timeout(Duration::from_secs(20)).expect("a suspect");
+    grower.join().unwrap();
+    monitor.stop();
+    assert_eq!(
+        holder,
+        Some(Root::Static {
+            name: "retainers::GROWING".into()
+        }),
+        "{text}"
+    );
+    assert!(text.contains("held by static retainers::GROWING"), "{text}");
+}

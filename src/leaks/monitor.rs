@@ -52,6 +52,7 @@ pub struct MonitorConfig {
     window: usize,
     min_growth_bytes: u64,
     on_suspect: Option<Callback>,
+    retainers: bool,
 }
 
 impl MonitorConfig {
@@ -72,7 +73,24 @@ impl MonitorConfig {
             window: 30,
             min_growth_bytes: 1 << 20,
             on_suspect: None,
+            retainers: false,
         }
+    }
+
+    /// Whether to find each new suspect's top holder ([`Suspect::holder`],
+    /// and "held by static app::AUDIT_LOG" in the warning) with a retainer
+    /// scan ([`retainers`](crate::retainers), a fork) when suspects are
+    /// first announced. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::new().retainers(true);
+    /// # let _ = config;
+    /// ```
+    pub const fn retainers(mut self, on: bool) -> MonitorConfig {
+        self.retainers = on;
+        self
     }
 
     /// Time between two summaries. Must not be zero.
@@ -171,6 +189,7 @@ impl fmt::Debug for MonitorConfig {
                 "on_suspect",
                 &self.on_suspect.as_ref().map(|_| "Fn(&Suspect)"),
             )
+            .field("retainers", &self.retainers)
             .finish()
     }
 }
@@ -427,7 +446,7 @@ fn run(shared: &Shared, config: &MonitorConfig) {
     let mut next = Instant::now();
     loop {
         let summary = profile::summary();
-        let fresh: Vec<Suspect> = {
+        let mut fresh: Vec<Suspect> = {
             let mut state = lock(&shared.state);
             if state.stop {
                 return;
@@ -443,6 +462,18 @@ fn run(shared: &Shared, config: &MonitorConfig) {
         };
         // Outside the lock: symbolization and the user's callback may take a
         // while, and `suspects()`/`history()` callers should not wait for them.
+        if config.retainers && !fresh.is_empty() {
+            // A scan failure (another scan running, no fork) leaves the
+            // holders unknown; the suspects are announced anyway.
+            if let Ok(held) = crate::retainers::retainers() {
+                for s in &mut fresh {
+                    s.holder = held
+                        .site(s.id)
+                        .and_then(|r| r.paths().first())
+                        .map(|p| p.root().clone());
+                }
+            }
+        }
         for suspect in &fresh {
             announce(suspect, config.on_suspect.as_ref());
         }

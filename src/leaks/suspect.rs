@@ -36,9 +36,19 @@ pub struct Suspect {
     pub(super) live_bytes: u64,
     pub(super) score: f64,
     pub(super) span: Duration,
+    /// The top holder, with `MonitorConfig::retainers(true)`.
+    pub(super) holder: Option<crate::Root>,
 }
 
 impl Suspect {
+    /// What holds most of the site's live bytes (the root of its largest
+    /// retainer path), when the monitor runs with
+    /// [`MonitorConfig::retainers(true)`](crate::MonitorConfig::retainers)
+    /// and the scan succeeded; `None` otherwise.
+    pub fn holder(&self) -> Option<&crate::Root> {
+        self.holder.as_ref()
+    }
+
     /// The site's stable id (see [`Site::id`](crate::Site::id)).
     pub fn id(&self) -> u32 {
         self.id
@@ -117,6 +127,9 @@ impl Suspect {
             human(self.growth_rate),
             human(self.live_bytes as f64),
         )?;
+        if let Some(h) = &self.holder {
+            writeln!(f, "    held by {h}")?;
+        }
         if f.alternate() {
             return write_frames(f, frames);
         }

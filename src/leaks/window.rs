@@ -93,6 +93,7 @@ impl Window {
                     live_bytes: values[values.len() - 1],
                     score: v.score,
                     span,
+                    holder: None,
                 })
             })
             .collect();
