@@ -122,9 +122,9 @@ fn register_guarded(s: &ThreadState) {
         s.registered.set(2);
         return;
     }
-    if s.tid.get() == 0 {
-        note_identity(s);
-    }
+    // Every registration (once per thread, and again in a forked child,
+    // where the thread has a new id).
+    note_identity(s);
     let added = locked(|threads| {
         // `try_reserve`: an allocation failure must not abort from inside
         // the allocator.

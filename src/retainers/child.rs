@@ -187,7 +187,10 @@ fn read_maps(out: &mut MapVec<Map>) -> Option<(usize, usize)> {
             end: e,
             read: p(0, b'r'),
             write: p(1, b'w'),
-            anon: p(3, b'p') && (path.is_empty() || path == b"[heap]"),
+            // Unnamed, the brk heap, or named by the allocator
+            // (`[anon:...]`, prctl PR_SET_VMA_ANON_NAME).
+            anon: p(3, b'p')
+                && (path.is_empty() || path == b"[heap]" || path.starts_with(b"[anon:")),
         };
         if !out.push(m) {
             return None;
