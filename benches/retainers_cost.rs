@@ -24,6 +24,7 @@ static GLOBAL: leakscope::Tracker = leakscope::Tracker::system()
     .unwinder(leakscope::Unwinder::FramePointers);
 
 /// What the static holds.
+#[allow(clippy::vec_box)] // one heap block per element is the point
 static HELD: Mutex<Vec<Box<[u8; 512]>>> = Mutex::new(Vec::new());
 
 const SCANS: usize = 3;
@@ -54,6 +55,7 @@ fn main() {
             held.push(Box::new([i as u8; 512]));
         }
     }
+    #[allow(clippy::vec_box)]
     let mut kept: Vec<Box<[u8; 512]>> = Vec::with_capacity(n / 2);
     for i in 0..n / 2 - n / 100 {
         kept.push(Box::new([i as u8; 512]));
