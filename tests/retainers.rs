@@ -1,8 +1,10 @@
 //! `retainers()` in exact mode, with real forks: what holds each site's
 //! blocks, what nothing holds, and many scans under load.
 //!
-//! The scans share one process and one scan runs at a time, so the tests
-//! take a lock. Leaks are made on threads that then exit (an exited
+//! One `#[test]` runs the scenarios in order, those that judge leaks first:
+//! the whole stack mapping of every live thread is scanned, dead frames
+//! included, and a test harness thread started later could reuse the cached
+//! stack of a thread that made a leak (and hold its stale pointers). Leaks are made on threads that then exit (an exited
 //! thread's stack is no longer a root), and their stack is wiped first so
 //! that a later thread reusing the cached stack sees no stale pointer.
 
@@ -77,7 +79,6 @@ fn fill_global_slice() {
     }
 }
 
-#[test]
 fn the_seed_shape_is_reached_exactly_from_its_static() {
     let _s = serial();
     thread::spawn(|| {
@@ -165,7 +166,6 @@ fn keep_some() {
     }
 }
 
-#[test]
 fn leaked_forgotten_and_cyclic_blocks_are_unreachable_to_the_byte() {
     let _s = serial();
     thread::spawn(|| {
@@ -234,7 +234,6 @@ fn fill_thread_local() {
     TL.with(|t| t.borrow_mut().extend_from_slice(&[9u8; 5000]));
 }
 
-#[test]
 fn a_threads_stack_and_its_thread_local_are_named_roots() {
     let _s = serial();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -282,7 +281,6 @@ fn a_threads_stack_and_its_thread_local_are_named_roots() {
     holder.join().unwrap();
 }
 
-#[test]
 fn many_scans_while_threads_allocate_leave_no_child_behind() {
     let _s = serial();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -320,7 +318,6 @@ fn many_scans_while_threads_allocate_leave_no_child_behind() {
     );
 }
 
-#[test]
 fn a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error() {
     let _s = serial();
     let r = leakscope::retainers_with(RetainerOptions::new().timeout(Duration::ZERO));
@@ -341,7 +338,6 @@ fn a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error() {
 }
 
 #[cfg(feature = "http")]
-#[test]
 fn the_http_route_serves_text_and_json_and_refuses_a_concurrent_scan() {
     let _s = serial();
     thread::spawn(|| {
@@ -394,7 +390,6 @@ fn the_http_route_serves_text_and_json_and_refuses_a_concurrent_scan() {
     assert!(saw_429);
 }
 
-#[test]
 fn a_child_out_of_memory_is_an_error() {
     let _s = serial();
     let r = leakscope::retainers_with(RetainerOptions::new().max_memory(0));
@@ -408,7 +403,6 @@ fn leak_in_check() {
     std::mem::forget(black_box(vec![2u8; 777]));
 }
 
-#[test]
 fn a_leak_check_asserts_nothing_it_allocated_is_unreachable() {
     let _s = serial();
     // Held, not leaked: passes.
@@ -448,7 +442,6 @@ fn grow_a_bit() {
     GROWING.lock().unwrap().push(vec![4u8; 32 * 1024]);
 }
 
-#[test]
 fn the_monitor_names_a_suspects_holder() {
     let _s = serial();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -490,4 +483,18 @@ fn the_monitor_names_a_suspects_holder() {
         "{text}"
     );
     assert!(text.contains("held by static retainers::GROWING"), "{text}");
+}
+
+#[test]
+fn retainers_in_exact_mode() {
+    the_seed_shape_is_reached_exactly_from_its_static();
+    leaked_forgotten_and_cyclic_blocks_are_unreachable_to_the_byte();
+    a_leak_check_asserts_nothing_it_allocated_is_unreachable();
+    a_threads_stack_and_its_thread_local_are_named_roots();
+    #[cfg(feature = "http")]
+    the_http_route_serves_text_and_json_and_refuses_a_concurrent_scan();
+    a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error();
+    a_child_out_of_memory_is_an_error();
+    the_monitor_names_a_suspects_holder();
+    many_scans_while_threads_allocate_leave_no_child_behind();
 }
