@@ -9,7 +9,8 @@
 //! ```
 //!
 //! The diff printed at the end names the stack through `generate_string` as
-//! the top site, with its live bytes. Each `--FORMAT FILE` option also writes
+//! the top site, with its live bytes; the retainers report after it names
+//! what holds them: `static global_slice_leak::GLOBAL_SLICE`. Each `--FORMAT FILE` option also writes
 //! that diff to FILE: `--pprof` (open with `go tool pprof -http=:8080 FILE`),
 //! `--flamegraph` (an SVG, open in a browser), `--collapsed` (folded stacks),
 //! `--json` (leakscope's schema) and `--dhat` (open in DHAT's `dh_view.html`).
@@ -139,6 +140,13 @@ fn main() -> ExitCode {
     let diff = after.diff(&before);
     println!("\n{diff}");
     println!("tracker overhead: {} bytes", after.tracker_bytes());
+
+    // Who holds it: a forked child scans the heap for pointers to the
+    // sampled blocks and names the static they hang off.
+    match leakscope::retainers() {
+        Ok(held) => println!("\n{held}"),
+        Err(e) => eprintln!("retainers: {e}"),
+    }
 
     let mut status = ExitCode::SUCCESS;
     for (path, mut file, write) in args.outputs {

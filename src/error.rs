@@ -24,6 +24,9 @@ pub enum Error {
     Io(std::io::Error),
     /// A report could not be encoded.
     Encode(String),
+    /// A retainer scan failed (another one is running, the child timed out
+    /// or died); the message says which.
+    Retainers(String),
 }
 
 impl fmt::Display for Error {
@@ -35,6 +38,7 @@ impl fmt::Display for Error {
             Error::InvalidConfig(msg) => write!(f, "invalid configuration: {msg}"),
             Error::Io(e) => write!(f, "I/O error: {e}"),
             Error::Encode(msg) => write!(f, "encoding error: {msg}"),
+            Error::Retainers(msg) => write!(f, "retainer scan failed: {msg}"),
         }
     }
 }

@@ -61,6 +61,7 @@ pub mod tracing {
 mod profile;
 mod recorder;
 mod report;
+pub(crate) mod retainers;
 
 /// The README's snippets, compiled as doctests so every one a user pastes
 /// builds (`cargo test` runs them; `no_run` where they install a global
@@ -80,4 +81,8 @@ pub use profile::{Diff, Frame, Site, SiteDelta, Snapshot, snapshot};
 pub use recorder::{
     DEFAULT_MAX_LABEL_SETS, DEFAULT_MAX_SITES, DEFAULT_SAMPLE_INTERVAL, MAX_SITES_LIMIT, Tracker,
     Unwinder, set_sample_interval,
+};
+pub use retainers::{
+    RetainerOptions, RetainerPath, Retainers, Root, RootRetained, SiteRetainers, UnreachableLeak,
+    retainers, retainers_with,
 };

@@ -51,6 +51,16 @@ fn target_dir() -> PathBuf {
     tmp.parent().unwrap_or(tmp).join("fixtures")
 }
 
+/// The fixture's `retainers_top=<root> <retained bytes>` line.
+fn retainers_top(stdout: &str) -> (String, i64) {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("retainers_top="))
+        .unwrap_or_else(|| panic!("no retainers_top line:\n{stdout}"));
+    let (root, bytes) = line.rsplit_once(' ').unwrap_or((line, "0"));
+    (root.to_string(), bytes.parse().unwrap_or(0))
+}
+
 /// Runs `binary`, which writes its pprof profile to `pprof`; returns stdout
 /// and stderr after checking it succeeded.
 fn run(binary: &Path, pprof: &Path) -> (String, String) {
@@ -204,6 +214,12 @@ fn without_frame_pointers_the_unwinder_falls_back_and_warns_once() {
         .filter(|l| l.starts_with("Note: built without frame pointers"))
         .count();
     assert_eq!(notes, 4, "{stdout}");
+    // The holder of the leak is named from the symbol table.
+    let top = retainers_top(&stdout);
+    assert!(
+        top.0 == "static leaky_app::KEPT" && top.1 >= value(&stdout, "expected_bytes"),
+        "{stdout}"
+    );
     // This binary has its symbols: no note about that.
     assert!(!stdout.contains("no symbols"), "{stdout}");
 }
@@ -285,6 +301,13 @@ fn a_stripped_binary_is_symbolized_later_by_go_pprof() {
         !mapping.contains("[FN]") && mapping.contains("leaky_app-stripped"),
         "{mapping}"
     );
+    // Without symbols, the holder is named by module and offset.
+    let top = retainers_top(&stdout);
+    assert!(
+        top.0.starts_with("static leaky_app-stripped+0x"),
+        "{stdout}"
+    );
+    assert!(top.1 >= value(&stdout, "expected_bytes"), "{stdout}");
     let alone = go_pprof(&["-top".as_ref(), profile.as_os_str()]);
     assert!(!alone.contains("leak_here"), "{alone}");
     // ...and with it, pprof names the leaking function.

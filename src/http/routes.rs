@@ -35,6 +35,7 @@ static RESPOND_DELTAS: Deltas = Deltas::new(4);
 /// | `/debug/pprof/symbol` | Go's symbol service (`GET`: `num_symbols: 1`; `POST` addresses joined by `+`: `0xADDR name` lines); at most 8192 addresses per request (413 past it) and 5 s of work (then the addresses done so far, with `X-Leakscope-Partial`) |
 /// | `/debug/leakscope` | the leak dashboard (HTML) |
 /// | `/debug/leakscope/flamegraph.svg`, `snapshot.json`, `dhat.json` | the exports of a fresh snapshot |
+/// | `/debug/leakscope/retainers` | [who holds the heap](crate::retainers) (text; `?format=json`), computed on request in a forked child; 429 while another scan runs |
 /// | `/metrics` | [Prometheus exposition](crate::metrics::write_prometheus) of the top 20 sites |
 ///
 /// Errors are sent as Go sends them (`text/plain; charset=utf-8`,
@@ -114,9 +115,37 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "/debug/leakscope/flamegraph.svg" => FLAMEGRAPH.get(profiles::flamegraph),
         "/debug/leakscope/snapshot.json" => JSON.get(profiles::json),
         "/debug/leakscope/dhat.json" => DHAT.get(profiles::dhat),
+        "/debug/leakscope/retainers" => retainers(query),
         "/metrics" => profiles::metrics(ctx.top_sites),
         _ if path.starts_with("/debug/pprof/") => Response::go_error(404, "Unknown profile"),
         _ => Response::go_error(404, "404 page not found"),
+    }
+}
+
+/// `/debug/leakscope/retainers[?format=text|json]`: a retainer scan now.
+fn retainers(query: &str) -> Response {
+    let mut json = false;
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match (k, v) {
+            ("format", "json") => json = true,
+            ("format", "text") => json = false,
+            ("format", _) => return Response::go_error(400, "format must be text or json"),
+            _ => {}
+        }
+    }
+    match crate::retainers::retainers() {
+        Ok(r) if json => {
+            let mut body = Vec::new();
+            match r.write_json(&mut body) {
+                Ok(()) => Response::ok("application/json", body),
+                Err(e) => Response::go_error(500, &format!("could not write the retainers: {e}")),
+            }
+        }
+        Ok(r) => Response::ok("text/plain; charset=utf-8", r.to_string().into_bytes()),
+        Err(e) if crate::retainers::is_busy(&e) => {
+            Response::go_error(429, "another retainer scan is running; try again")
+        }
+        Err(e) => Response::go_error(500, &e.to_string()),
     }
 }
 

@@ -87,6 +87,12 @@ impl LeakCheck {
     pub fn finish(self) -> Snapshot {
         snapshot().born_since(self.start_us)
     }
+
+    /// When the check started (tracker clock): for
+    /// `LeakCheck::assert_no_unreachable` (in `retainers`).
+    pub(crate) fn start_us(&self) -> u64 {
+        self.start_us
+    }
 }
 
 /// Runs `f` and panics if anything it allocated (on any thread) is still

@@ -55,6 +55,7 @@ pub struct MonitorConfig {
     min_growth_bytes: u64,
     on_suspect: Option<Callback>,
     dumps: DumpConfig,
+    retainers: bool,
 }
 
 impl MonitorConfig {
@@ -82,7 +83,24 @@ impl MonitorConfig {
                 memory_limit: None,
                 max_dumps: None,
             },
+            retainers: false,
         }
+    }
+
+    /// Whether to find each new suspect's top holder ([`Suspect::holder`],
+    /// and "held by static app::AUDIT_LOG" in the warning) with a retainer
+    /// scan ([`retainers`](crate::retainers), a fork) when suspects are
+    /// first announced. Off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = leakscope::MonitorConfig::new().retainers(true);
+    /// # let _ = config;
+    /// ```
+    pub const fn retainers(mut self, on: bool) -> MonitorConfig {
+        self.retainers = on;
+        self
     }
 
     /// Time between two summaries. Must not be zero.
@@ -285,6 +303,7 @@ impl fmt::Debug for MonitorConfig {
                 "max_dumps",
                 &self.dumps.max_dumps.unwrap_or(DEFAULT_MAX_DUMPS),
             )
+            .field("retainers", &self.retainers)
             .finish()
     }
 }
@@ -630,7 +649,7 @@ fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
                 s.samples = counts.get(s.id as usize).copied().unwrap_or(0);
             }
         }
-        let fresh: Vec<Suspect> = {
+        let mut fresh: Vec<Suspect> = {
             let mut state = lock(&shared.state);
             state.suspects = suspects;
             state
@@ -642,6 +661,18 @@ fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
         };
         // Outside the lock: symbolization and the user's callback may take a
         // while, and `suspects()`/`history()` callers should not wait for them.
+        if config.retainers && !fresh.is_empty() {
+            // A scan failure (another scan running, no fork) leaves the
+            // holders unknown; the suspects are announced anyway.
+            if let Ok(held) = crate::retainers::retainers() {
+                for s in &mut fresh {
+                    s.holder = held
+                        .site(s.id)
+                        .and_then(|r| r.paths().first())
+                        .map(|p| p.root().clone());
+                }
+            }
+        }
         for suspect in &fresh {
             announce(suspect, config.on_suspect.as_ref());
         }

@@ -45,9 +45,19 @@ pub struct Suspect {
     pub(super) sample_interval: u64,
     /// Recorded live blocks of the site when judged.
     pub(super) samples: u64,
+    /// The top holder, with `MonitorConfig::retainers(true)`.
+    pub(super) holder: Option<crate::Root>,
 }
 
 impl Suspect {
+    /// What holds most of the site's live bytes (the root of its largest
+    /// retainer path), when the monitor runs with
+    /// [`MonitorConfig::retainers(true)`](crate::MonitorConfig::retainers)
+    /// and the scan succeeded; `None` otherwise.
+    pub fn holder(&self) -> Option<&crate::Root> {
+        self.holder.as_ref()
+    }
+
     /// The site's stable id (see [`Site::id`](crate::Site::id)).
     pub fn id(&self) -> u32 {
         self.id
@@ -196,6 +206,9 @@ impl Suspect {
                 String::new()
             },
         )?;
+        if let Some(h) = &self.holder {
+            writeln!(f, "    held by {h}")?;
+        }
         if f.alternate() {
             return write_frames(f, frames, true);
         }

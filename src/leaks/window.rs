@@ -186,6 +186,7 @@ impl Window {
                         level,
                         sample_interval: self.sample_interval,
                         samples: 0,
+                        holder: None,
                     },
                 );
             }

@@ -7,7 +7,7 @@ mod diff;
 mod frame;
 pub(crate) mod labels;
 mod lock;
-mod merge;
+pub(crate) mod merge;
 mod names;
 mod notes;
 mod site;

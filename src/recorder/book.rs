@@ -535,6 +535,25 @@ pub(crate) fn live_blocks() -> Vec<LiveBlock> {
     out
 }
 
+/// Calls `f(user, size, raw_site, birth_us, weight)` for every live recorded block of
+/// every book, each list locked while it is walked, so `f` must not allocate
+/// through the global allocator (the retainer scan calls this in a forked
+/// child and writes into memory it mapped itself).
+pub(crate) fn for_each_live_block(mut f: impl FnMut(usize, u64, u32, u64, f32)) {
+    for list in all().flat_map(|book| book.lists.iter()) {
+        list.walk_with_user(|user, h| f(user, h.size(), h.site, h.birth_us(), h.weight));
+    }
+}
+
+/// Calls `f(start, end)` with the memory of every book (its live lists'
+/// heads are blocks' addresses: the sampled retainer scan skips them).
+pub(crate) fn for_each_book_range(mut f: impl FnMut(usize, usize)) {
+    for book in all() {
+        let start = book as *const Book as usize;
+        f(start, start + std::mem::size_of::<Book>());
+    }
+}
+
 /// Bytes the tracker holds in books and in block headers and padding.
 pub(crate) fn overhead_bytes() -> u64 {
     let (mut fixed, mut pad_alloc, mut pad_free) = (0u64, 0u64, 0u64);

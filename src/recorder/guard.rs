@@ -19,7 +19,7 @@
 //! into itself and never shows its own memory as a site.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicUsize};
 
 pub(super) struct ThreadState {
     /// True while this thread runs tracker code; see the module docs.
@@ -59,6 +59,17 @@ pub(super) struct Remote {
     /// The value of `sampling::GENERATION` the countdown was drawn under,
     /// checked on the slow path only. Atomic for the same reason.
     pub(super) generation: AtomicU64,
+    /// Written by the owner when it registers (`registry::register`), before
+    /// the registry lock publishes its address, and read by others only
+    /// under that lock, for the retainer scan: the kernel thread id, the
+    /// thread pointer (where its static TLS block ends on x86-64, begins on
+    /// aarch64) and the stack bounds from `pthread_getattr_np` (0, 0 if the
+    /// lookup failed). Atomics (relaxed: the lock orders them) so that this
+    /// part stays `Sync` by construction.
+    pub(super) tid: AtomicU32,
+    pub(super) tp: AtomicUsize,
+    pub(super) stack_lo_reg: AtomicUsize,
+    pub(super) stack_hi_reg: AtomicUsize,
 }
 
 thread_local! {
@@ -68,6 +79,10 @@ thread_local! {
             remote: Remote {
                 countdown: AtomicI64::new(0),
                 generation: AtomicU64::new(0),
+                tid: AtomicU32::new(0),
+                tp: AtomicUsize::new(0),
+                stack_lo_reg: AtomicUsize::new(0),
+                stack_hi_reg: AtomicUsize::new(0),
             },
             registered: Cell::new(0),
             rng: Cell::new(0),

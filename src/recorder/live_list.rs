@@ -105,6 +105,12 @@ impl LiveList {
     /// Calls `f` with the header of every block in the list, holding the lock
     /// (so `f` must not allocate: it copies into pre-reserved space).
     pub(crate) fn walk(&self, mut f: impl FnMut(&Header)) {
+        self.walk_with_user(|_, h| f(h));
+    }
+
+    /// As [`walk`](Self::walk), with each block's user address (for the
+    /// retainer scan, which reads the blocks' bytes in a forked child).
+    pub(crate) fn walk_with_user(&self, mut f: impl FnMut(usize, &Header)) {
         let head = self.head.lock();
         // Every block in the list stays recorded while we hold the lock (a
         // free unlinks under this lock before releasing the memory).
@@ -112,7 +118,7 @@ impl LiveList {
         while cur != 0 {
             // SAFETY: as above.
             let h = unsafe { header::read(cur as *mut u8) };
-            f(&h);
+            f(cur, &h);
             cur = h.next;
         }
     }

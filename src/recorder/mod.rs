@@ -46,6 +46,25 @@ pub(crate) use sampling::current_interval;
 pub(crate) use sites::OTHER_FRAME;
 pub(crate) use sync::RawSpinLock as SpinLock;
 
+// For the retainer scan (query side, in a forked child for the first two).
+pub(crate) use book::{for_each_book_range, for_each_live_block};
+/// Bytes of the header right below every recorded block's user pointer
+/// (its live-list links are user pointers of other blocks: the sampled
+/// retainer scan must not read them as roots).
+pub(crate) const BLOCK_HEADER_BYTES: usize = header::HEADER_SIZE;
+pub(crate) use registry::{ThreadInfo, threads};
+
+/// Registers the calling thread now if it never recorded anything (so the
+/// retainer scan sees its stack). Must run outside the guard (registering
+/// takes it).
+pub(crate) fn register_current_thread() {
+    let _ = guard::STATE.try_with(|s| {
+        if s.registered.get() == 0 {
+            registry::register(s);
+        }
+    });
+}
+
 /// Registers the recorder's fork handlers now if no recorded event has yet
 /// (the query side registers its own after these, so that its `prepare`
 /// runs first: see the lock order in ARCHITECTURE.md).

@@ -176,6 +176,7 @@ pub(crate) unsafe fn alloc<A: GlobalAlloc>(
     };
     // Before this thread takes any tracker lock.
     fork::install();
+    super::registry::ensure_registered_guarded();
     let book = book::current();
     let site = site_here(how, book, guard.held());
     // SAFETY: `il` has a non-zero size (it includes the header).

@@ -20,6 +20,7 @@
 
 use super::guard::{Guard, Remote, STATE, ThreadState};
 use super::sync::SpinLock;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The registered threads' [`Remote`] parts, as addresses (a `usize` is
 /// `Send`; what they point to is `Sync` by construction: atomics only).
@@ -86,11 +87,35 @@ pub(crate) fn register(s: &ThreadState) {
     let Some(_guard) = Guard::enter() else {
         return;
     };
+    register_guarded(s);
+}
+
+/// Registers the calling thread if it is not yet (0): the recorded path of
+/// an exact tracker, which never takes the sampler's slow path, calls this
+/// so that its threads are registered too (the retainer scan scans the
+/// registered threads' stacks). One thread-local read once registered.
+#[inline]
+pub(crate) fn ensure_registered_guarded() {
+    let _ = STATE.try_with(|s| {
+        if s.registered.get() == 0 {
+            register_guarded(s);
+        }
+    });
+}
+
+/// `register`'s body; the caller holds the guard.
+#[cold]
+#[inline(never)]
+fn register_guarded(s: &ThreadState) {
+    super::fork::install();
     if REGISTRATION.try_with(|_| ()).is_err() {
         // The thread is exiting: its destructor cannot be registered.
         s.registered.set(2);
         return;
     }
+    // Every registration (once per thread, and again in a forked child,
+    // where the thread has a new id).
+    note_identity(s);
     let added = locked(|threads| {
         // `try_reserve`: an allocation failure must not abort from inside
         // the allocator.
@@ -102,6 +127,111 @@ pub(crate) fn register(s: &ThreadState) {
     });
     if added {
         s.registered.set(1);
+    }
+}
+
+/// Notes the calling thread's identity and stack bounds in its state, once,
+/// before it is registered (so the registry lock is not held): what the
+/// retainer scan needs to scan its stack and static TLS.
+#[cold]
+fn note_identity(s: &ThreadState) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: `gettid` and `pthread_self` have no preconditions.
+        let (tid, me) = unsafe { (libc::gettid() as u32, libc::pthread_self()) };
+        let r = &s.remote;
+        r.tid.store(tid, Relaxed);
+        r.tp.store(thread_pointer(), Relaxed);
+        // SAFETY: `attr` is initialised by a successful `pthread_getattr_np`
+        // before it is read and destroyed exactly once. glibc reads
+        // /proc/self/maps for the main thread with libc's own `malloc`, which
+        // never reaches the Rust global allocator (and we hold the guard).
+        let bounds = unsafe {
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            if libc::pthread_getattr_np(me, &mut attr) != 0 {
+                (0, 0)
+            } else {
+                let mut addr: *mut libc::c_void = std::ptr::null_mut();
+                let mut size: libc::size_t = 0;
+                let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+                libc::pthread_attr_destroy(&mut attr);
+                let lo = addr as usize;
+                if rc == 0 {
+                    (lo, lo.saturating_add(size))
+                } else {
+                    (0, 0)
+                }
+            }
+        };
+        r.stack_lo_reg.store(bounds.0, Relaxed);
+        r.stack_hi_reg.store(bounds.1, Relaxed);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = s;
+}
+
+/// The thread pointer: the TCB address on x86-64 (static TLS lies just below
+/// it), the DTV-pointer slot on aarch64 (static TLS lies just above it); 0
+/// elsewhere.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn thread_pointer() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tp: usize;
+        // SAFETY: on x86-64 Linux `fs:0` holds the TCB's own address (the
+        // ABI's self pointer); reading it has no side effect.
+        unsafe {
+            std::arch::asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let tp: usize;
+        // SAFETY: reading `tpidr_el0` has no side effect.
+        unsafe {
+            std::arch::asm!("mrs {}, tpidr_el0", out(reg) tp, options(nostack, nomem, preserves_flags))
+        };
+        tp
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    0
+}
+
+/// One registered thread, as the retainer scan needs it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ThreadInfo {
+    /// Kernel thread id (the process id for the main thread).
+    pub(crate) tid: u32,
+    /// The thread's thread pointer (see `thread_pointer`), 0 if unknown.
+    pub(crate) tp: usize,
+    /// `[lo, hi)` of its stack from `pthread_getattr_np`; `(0, 0)` if unknown.
+    pub(crate) stack: (usize, usize),
+}
+
+/// Every registered (so live) thread's identity and stack bounds. Must run
+/// under the guard. The list is copied into space reserved before the lock
+/// is taken (the lock's holder must not allocate), again if it grew.
+pub(crate) fn threads() -> Vec<ThreadInfo> {
+    let mut out = Vec::new();
+    loop {
+        let n = locked(|t| t.len());
+        out.reserve(n + 8);
+        let room = out.capacity();
+        let done = with_threads(|t| {
+            if t.0.len() > room {
+                return false;
+            }
+            out.extend(t.iter().map(|s| ThreadInfo {
+                tid: s.tid.load(Relaxed),
+                tp: s.tp.load(Relaxed),
+                stack: (s.stack_lo_reg.load(Relaxed), s.stack_hi_reg.load(Relaxed)),
+            }));
+            true
+        });
+        if done {
+            return out;
+        }
     }
 }
 
