@@ -49,7 +49,10 @@ details pre{background:var(--bg);border:1px solid var(--line);border-radius:6px;
 const CHART_LINES: usize = COLORS.len();
 
 /// The dashboard page.
-pub(super) fn page(ctx: &Ctx<'_>) -> Response {
+/// The dashboard. `?retainers=1` also runs a retainer scan (a fork) and
+/// fills the "Who holds it" section; without it the section offers a button.
+pub(super) fn page(query: &str, ctx: &Ctx<'_>) -> Response {
+    let scan = query.split('&').any(|kv| kv == "retainers=1");
     let snap = snapshot();
     let suspects = running_suspects();
     let status = running_status();
@@ -80,6 +83,7 @@ pub(super) fn page(ctx: &Ctx<'_>) -> Response {
     legend(&mut h, &lines);
     let _ = write!(h, r#"<p class="note">{}</p>"#, escape(&source));
     suspects_section(&mut h, suspects.as_deref(), status.as_ref());
+    holders_section(&mut h, scan);
     labels_section(&mut h, &snap, ctx.top_sites.max(1));
     sites_section(&mut h, &snap, ctx.top_sites.max(1));
     links(&mut h);
@@ -230,6 +234,59 @@ fn suspects_section(h: &mut String, suspects: Option<&[Suspect]>, status: Option
         );
     }
     h.push_str("</table>");
+}
+
+/// "Who holds it": the retainer scan's holders, run only when asked (it
+/// forks the process), largest retained first.
+fn holders_section(h: &mut String, scan: bool) {
+    h.push_str("<h2>Who holds it</h2>");
+    if !scan {
+        h.push_str(r#"<form method="get" action="/debug/leakscope"><input type="hidden" name="retainers" value="1"><button type="submit">Find who holds the heap</button> <span class="note">runs a retainer scan in a forked child: the process pauses for the fork (longer the larger it is), the scan runs beside it. Text report: <a href="/debug/leakscope/retainers">/debug/leakscope/retainers</a></span></form>"#);
+        return;
+    }
+    let r = match crate::retainers::retainers() {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if crate::retainers::is_busy(&e) {
+                "another retainer scan is running; try again".to_string()
+            } else {
+                format!("the retainer scan failed: {e}")
+            };
+            let _ = write!(h, r#"<p class="empty">{}</p>"#, escape(&why));
+            return;
+        }
+    };
+    if r.roots().is_empty() {
+        h.push_str(r#"<p class="empty">No recorded block is held by a root.</p>"#);
+    } else {
+        h.push_str(r#"<table class="holders"><tr><th>Holder</th><th class="num">Retains</th><th>Largest sites</th></tr>"#);
+        for root in r.roots().iter().take(20) {
+            let sites = root
+                .sites()
+                .iter()
+                .take(3)
+                .map(|&(id, bytes)| format!("site {id} ({})", human(bytes as f64)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
+                escape(&root.root().to_string()),
+                escape(&human(root.retained_bytes() as f64)),
+                escape(&sites),
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(
+        h,
+        r#"<p class="note">Unreachable (leaked: nothing points to it): {} in {} leaks. Pause {:.1} ms, scan {:.0} ms over {}. <a href="/debug/leakscope/retainers">Paths per site (text)</a></p>"#,
+        escape(&human(r.unreachable_bytes() as f64)),
+        r.unreachable().len(),
+        r.pause().as_secs_f64() * 1e3,
+        r.scan_time().as_secs_f64() * 1e3,
+        escape(&human(r.bytes_scanned() as f64)),
+    );
 }
 
 /// Live bytes per label value, and their growth over the growth monitor's

@@ -109,7 +109,7 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
         "/debug/pprof/heap" => profiles::profile(Kind::Heap, query, ctx),
         "/debug/pprof/allocs" => profiles::profile(Kind::Allocs, query, ctx),
         "/debug/pprof/symbol" => profiles::symbol(query, ctx.abandoned),
-        "/debug/leakscope" | "/debug/leakscope/" => dashboard::page(ctx),
+        "/debug/leakscope" | "/debug/leakscope/" => dashboard::page(query, ctx),
         // The large exports: one render shared by the clients that ask
         // while it is being sent (`share.rs`).
         "/debug/leakscope/flamegraph.svg" => FLAMEGRAPH.get(profiles::flamegraph),
