@@ -21,8 +21,14 @@ fn dashboard_names_the_holder_when_asked() {
     let page = String::from_utf8(body).unwrap();
     assert_eq!(status, 200);
     assert!(page.contains("<h2>Who holds it</h2>"), "{page}");
-    assert!(page.contains("Find who holds the heap"), "no button before asking");
-    assert!(!page.contains("static http_retainers::HELD"), "scanned without being asked");
+    assert!(
+        page.contains("Find who holds the heap"),
+        "no button before asking"
+    );
+    assert!(
+        !page.contains("static http_retainers::HELD"),
+        "scanned without being asked"
+    );
 
     let (status, _, body) =
         leakscope::http::respond("GET", "/debug/leakscope?retainers=1").into_parts();

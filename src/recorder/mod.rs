@@ -58,6 +58,8 @@ pub(crate) use registry::{ThreadInfo, threads};
 /// retainer scan sees its stack). Must run outside the guard (registering
 /// takes it).
 pub(crate) fn register_current_thread() {
+    // Before this thread takes the registry lock (see `registry::register`).
+    fork::install();
     let _ = guard::STATE.try_with(|s| {
         if s.registered.get() == 0 {
             registry::register(s);

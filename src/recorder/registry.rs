@@ -107,7 +107,8 @@ pub(crate) fn ensure_registered_guarded() {
 #[cold]
 #[inline(never)]
 fn register_guarded(s: &ThreadState) {
-    super::fork::install();
+    // The fork handlers are in place: every caller installs them first
+    // (`sampling::decide`, `record::alloc`, `register_current_thread`).
     if REGISTRATION.try_with(|_| ()).is_err() {
         // The thread is exiting: its destructor cannot be registered.
         s.registered.set(2);
