@@ -666,10 +666,16 @@ fn run(shared: &Shared, config: &MonitorConfig, mut dumper: Option<Dumper>) {
             // holders unknown; the suspects are announced anyway.
             if let Ok(held) = crate::retainers::retainers() {
                 for s in &mut fresh {
-                    s.holder = held
-                        .site(s.id)
-                        .and_then(|r| r.paths().first())
-                        .map(|p| p.root().clone());
+                    // The largest path from a named root (a static, a
+                    // stack, a thread-local) if there is one: "unsampled
+                    // heap memory" only when nothing else reaches it.
+                    s.holder = held.site(s.id).and_then(|r| {
+                        let named = r
+                            .paths()
+                            .iter()
+                            .find(|p| !matches!(p.root(), crate::Root::UnsampledHeap));
+                        named.or(r.paths().first()).map(|p| p.root().clone())
+                    });
                 }
             }
         }

@@ -9,9 +9,6 @@ use crate::report::text::{
     human, labels_suffix, owner_location, owner_name, short_name, write_frames,
 };
 
-/// Frames shown by a suspect's one-screen `Display` (and the log warning).
-const TOP_FRAMES: usize = 5;
-
 /// A site whose live bytes keep growing: see [`Monitor`](super::Monitor) for the rule.
 ///
 /// `Display` prints one line of figures and the top frames outside the
@@ -206,27 +203,27 @@ impl Suspect {
                 String::new()
             },
         )?;
-        if let Some(h) = &self.holder {
-            writeln!(f, "    held by {h}")?;
+        match &self.holder {
+            // In sampled mode the chain from a named root can run through
+            // blocks that were not sampled: say what that means.
+            Some(h @ crate::Root::UnsampledHeap) => writeln!(
+                f,
+                "    held by {h} (the chain to its root runs through blocks that were not sampled; with sample_interval(1) the root is named)"
+            )?,
+            Some(h) => writeln!(f, "    held by {h}")?,
+            None => {}
         }
         if f.alternate() {
             return write_frames(f, frames, true);
         }
-        // The innermost frames are allocator and collection internals; show
-        // the owner (see `Site::owner`) and the few frames around it.
+        // The innermost frames are allocator and collection internals: start
+        // at the owner (see `Site::owner`); runs of runtime frames fold into
+        // one line each, as in the text report.
         let start = self
             .owner()
             .and_then(|o| frames.iter().position(|fr| std::ptr::eq(fr, o)))
             .unwrap_or(0);
-        let shown = &frames[start..frames.len().min(start + TOP_FRAMES)];
-        write_frames(f, shown, false)?;
-        if start + shown.len() < frames.len() {
-            writeln!(
-                f,
-                "        ... ({} more frames)",
-                frames.len() - start - shown.len()
-            )?;
-        }
+        write_frames(f, &frames[start..], false)?;
         Ok(())
     }
 }

@@ -283,7 +283,7 @@ fn full_name(
         if let Some(f) = same_file() {
             return Some(format!("{}::{short}", base(&f.function)));
         }
-        return enclosing().map(|f| format!("{short} in {}", base(&f.function)));
+        return enclosing().map(|f| format!("{short} in {}", enclosing_name(&f.function)));
     }
     if let Some(path) = envs.function_path(short) {
         return Some(format!("{path}::{name}"));
@@ -297,7 +297,18 @@ fn full_name(
     if let Some(module) = same_file().and_then(|f| module_of_name(&f.function)) {
         return Some(format!("{module}::{short}{generics}"));
     }
-    enclosing().map(|f| format!("{name} in {}", base(&f.function)))
+    enclosing().map(|f| format!("{name} in {}", enclosing_name(&f.function)))
+}
+
+/// How an enclosing function is named after "in": its path without generic
+/// arguments, or the whole name when it starts with one (`<F as
+/// axum::handler::Handler<…>>::call`, whose path before the first `<` is
+/// empty).
+fn enclosing_name(function: &str) -> &str {
+    match base(function) {
+        "" => function,
+        b => b,
+    }
 }
 
 #[cfg(test)]

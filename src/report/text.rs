@@ -110,7 +110,7 @@ pub(crate) fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
                 '>' => depth -= 1,
                 _ => {}
             }
-        } else if c == '<' && (prev.is_alphanumeric() || prev == '_') {
+        } else if c == '<' && (prev.is_alphanumeric() || prev == '_' || prev == '}') {
             out.push_str("<…>");
             depth = 1;
         } else {
@@ -427,6 +427,15 @@ mod tests {
         assert_eq!(
             short_name(&long),
             "<tokio::runtime::task::harness::Harness<…> as Foo>::poll<…>"
+        );
+        // The generic arguments after a closure or async block, too.
+        let block = format!(
+            "<F as axum::handler::Handler<T, S>>::call::{{async_block#0}}<fn({}) -> app::Env, ()>",
+            "axum::extract::path::Path<alloc::string::String>"
+        );
+        assert_eq!(
+            short_name(&block),
+            "<F as axum::handler::Handler<…>>::call::{async_block#0}<…>"
         );
     }
 
