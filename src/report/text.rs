@@ -107,7 +107,8 @@ pub(crate) fn short_name(name: &str) -> std::borrow::Cow<'_, str> {
         if depth > 0 {
             match c {
                 '<' => depth += 1,
-                '>' => depth -= 1,
+                // Not the arrow of a `fn(…) -> T` inside the arguments.
+                '>' if prev != '-' => depth -= 1,
                 _ => {}
             }
         } else if c == '<' && (prev.is_alphanumeric() || prev == '_' || prev == '}') {
