@@ -126,8 +126,30 @@ impl Frame {
     /// # }
     /// ```
     pub fn is_async_runtime(&self) -> bool {
-        is_runtime_name(&self.function)
+        is_runtime_name(&self.function) || self.file.as_deref().is_some_and(is_runtime_file)
     }
+}
+
+/// A source file of a runtime crate as cargo unpacks it
+/// (`.../registry/src/<index>/tokio-1.54.1/src/macros/select.rs`): frames
+/// inlined from a runtime crate's macros or generics into code named after
+/// something else (`{closure#0} in <PollFn<…> as Future>::poll`).
+fn is_runtime_file(file: &str) -> bool {
+    let Some(i) = file.find("/registry/src/") else {
+        return false;
+    };
+    // Skip the index directory, then take the package directory.
+    let mut parts = file[i + "/registry/src/".len()..].split('/');
+    let (Some(_index), Some(package)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let name = match package.rsplit_once('-') {
+        Some((name, version)) if version.starts_with(|c: char| c.is_ascii_digit()) => name,
+        _ => return false,
+    };
+    // Package names use `-` where crate names use `_`.
+    let krate = name.replace('-', "_");
+    RUNTIME_CRATES.contains(&krate.as_str())
 }
 
 /// Crates whose frames are async runtime machinery (see
@@ -306,6 +328,24 @@ pub(super) fn test_frame(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn runtime_crates_by_file() {
+        use super::is_runtime_file;
+        let reg = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f";
+        assert!(is_runtime_file(&format!(
+            "{reg}/tokio-1.54.1/src/macros/select.rs"
+        )));
+        assert!(is_runtime_file(&format!(
+            "{reg}/hyper-util-0.1.3/src/rt.rs"
+        )));
+        assert!(!is_runtime_file(&format!(
+            "{reg}/hashbrown-0.16.1/src/map.rs"
+        )));
+        assert!(!is_runtime_file("/home/u/app/src/tokio-1.0/x.rs"));
+        assert!(!is_runtime_file("/home/u/app/src/main.rs"));
+    }
+
     use super::*;
 
     #[test]
