@@ -193,6 +193,7 @@ fn a_fast_leak_is_named_within_a_minute_at_the_default_settings() {
 
 /// 5 MiB more, kept: at one call per 100 ms, 50 MiB/s.
 #[inline(never)]
+#[cfg(feature = "pprof")]
 fn dump_leak_step(store: &mut Vec<Box<[u8]>>) {
     for _ in 0..5 {
         store.push(vec![3u8; MIB].into_boxed_slice());
@@ -203,7 +204,10 @@ fn dump_leak_step(store: &mut Vec<Box<[u8]>>) {
 /// and `max_dumps(4)` leaves 2 to 4 complete dumps (each with its text
 /// report, no temporary file), each read by `go tool pprof` with the leak on
 /// top.
+// Dumps are pprof profiles (without the feature, `dump_dir` is an error:
+// `leaks::dump`'s unit tests).
 #[test]
+#[cfg(feature = "pprof")]
 fn dumps_on_new_highs_are_complete_and_bounded() {
     let dir = common::http::temp_dir("dumps");
     // Bad settings are errors, not silent no-ops.

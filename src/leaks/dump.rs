@@ -302,6 +302,22 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "pprof"))]
+    fn dumps_need_the_pprof_feature() {
+        let c = DumpConfig {
+            dir: Some(temp("nopprof")),
+            on_new_high: Some(1 << 20),
+            ..Default::default()
+        };
+        let e = Dumper::new(&c).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidConfig(ref m) if m.contains("pprof")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "pprof")]
     fn bad_configurations_are_errors() {
         let dir = temp("bad");
         let ok = DumpConfig {
