@@ -112,18 +112,15 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
 
 #[cfg(unix)]
 mod fork {
-    use std::sync::Once;
 
     use super::TABLE;
 
     /// Registers the fork handlers (once): no thread holds the table's lock
     /// in a forked child.
     pub(super) fn install() {
-        static ONCE: Once = Once::new();
-        if ONCE.is_completed() {
-            return;
-        }
-        ONCE.call_once(|| {
+        // Not a bare `Once`: see `atfork` (a child must never wait on it).
+        static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
+        ONCE.call(|| {
             // First the recorder's, so ours runs before them in `prepare`
             // (no recorder lock is held while ours is waited for).
             crate::recorder::install_fork_handlers();

@@ -3,6 +3,8 @@
 //! turns a site's raw stack into frames. Nothing here is reachable from the
 //! allocation path.
 
+#[cfg(unix)]
+mod atfork;
 mod diff;
 mod frame;
 pub(crate) mod labels;

@@ -84,17 +84,14 @@ fn with_cache<R>(f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R) -> R {
 
 #[cfg(unix)]
 mod fork {
-    use std::sync::Once;
     use std::sync::atomic::Ordering::Relaxed;
 
     use super::{FORKED, SYMBOLS};
 
     pub(super) fn install() {
-        static ONCE: Once = Once::new();
-        if ONCE.is_completed() {
-            return;
-        }
-        ONCE.call_once(|| {
+        // Not a bare `Once`: see `atfork` (a child must never wait on it).
+        static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
+        ONCE.call(|| {
             // First the recorder's, so ours run first in `prepare`.
             crate::recorder::install_fork_handlers();
             // SAFETY: the handlers are `extern "C"` functions that never

@@ -133,6 +133,11 @@ pub fn run(forks: usize, deadline: Duration) -> (usize, usize) {
             // SAFETY: polls the child just forked.
             let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
             if r == pid {
+                // Slow children are worth seeing: a deadline set too short
+                // for this machine looks like a hang.
+                if start.elapsed() > Duration::from_secs(1) {
+                    eprintln!("child {round}: exited after {:?}", start.elapsed());
+                }
                 if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
                     eprintln!("child {round}: status {status:#x}");
                     failed += 1;
