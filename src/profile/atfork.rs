@@ -32,6 +32,25 @@ impl AtforkOnce {
         }
     }
 
+    /// Registers `prepare`, `parent` and `child` with `pthread_atfork` once
+    /// per process, after the recorder's handlers (so that ours run first in
+    /// `prepare`: no recorder lock is held while ours are waited for).
+    pub(super) fn install(
+        &self,
+        prepare: extern "C" fn(),
+        parent: extern "C" fn(),
+        child: extern "C" fn(),
+    ) {
+        self.call(|| {
+            crate::recorder::install_fork_handlers();
+            // SAFETY: the handlers are `extern "C"` functions that never
+            // unwind; registering them has no other effect.
+            unsafe {
+                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
+            }
+        });
+    }
+
     /// Runs `register` once per process; never waits for a registration
     /// that a thread of a parent process started.
     pub(super) fn call(&self, register: impl FnOnce()) {

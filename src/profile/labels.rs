@@ -120,16 +120,7 @@ mod fork {
     pub(super) fn install() {
         // Not a bare `Once`: see `atfork` (a child must never wait on it).
         static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
-        ONCE.call(|| {
-            // First the recorder's, so ours runs before them in `prepare`
-            // (no recorder lock is held while ours is waited for).
-            crate::recorder::install_fork_handlers();
-            // SAFETY: the handlers are `extern "C"` functions that never
-            // unwind and only touch an atomic flag.
-            unsafe {
-                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-            }
-        });
+        ONCE.install(prepare, parent, child);
     }
 
     extern "C" fn prepare() {

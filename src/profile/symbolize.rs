@@ -91,15 +91,7 @@ mod fork {
     pub(super) fn install() {
         // Not a bare `Once`: see `atfork` (a child must never wait on it).
         static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
-        ONCE.call(|| {
-            // First the recorder's, so ours run first in `prepare`.
-            crate::recorder::install_fork_handlers();
-            // SAFETY: the handlers are `extern "C"` functions that never
-            // unwind; registering them has no other effect.
-            unsafe {
-                libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
-            }
-        });
+        ONCE.install(prepare, parent, child);
     }
 
     extern "C" fn prepare() {
