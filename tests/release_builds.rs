@@ -28,11 +28,15 @@ fn fixture() -> &'static Path {
         // on) applies to it, and an explicit RUSTFLAGS is what replaces
         // every config's `rustflags`. CARGO_ENCODED_RUSTFLAGS would take
         // precedence over RUSTFLAGS: a parent cargo must not pass its own.
+        let rustflags = format!(
+            "-C force-frame-pointers=no -C link-arg=-B{} -C link-arg=-fuse-ld=lld",
+            toolchain_lld_dir().display()
+        );
         let out = Command::new(cargo)
             .current_dir(&dir)
             .args(["build", "--release", "--target-dir"])
             .arg(&target)
-            .env("RUSTFLAGS", "-C force-frame-pointers=no")
+            .env("RUSTFLAGS", rustflags)
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .output()
             .expect("could not run cargo to build tests/fixtures/leaky_app");
@@ -43,6 +47,35 @@ fn fixture() -> &'static Path {
         );
         target.join("release").join("leaky_app")
     })
+}
+
+/// The toolchain's own lld, as `cc -fuse-ld=lld` finds it (`gcc-ld/ld.lld`
+/// in the sysroot).
+///
+/// The fixture is linked as a rustup toolchain links by default on x86-64
+/// Linux since Rust 1.90: with that lld, whose layout (the code segment
+/// mid-page, a page above its file offset) is the one pprof's base address
+/// computation must get right. Named explicitly, because a `linker = "gcc"`
+/// in some cargo config above the checkout (a CI image's, say) silently
+/// switches rustc back to GNU ld, whose layout is the easy one; and the
+/// opt-in flags (`-C linker-features=+lld`) are unstable.
+fn toolchain_lld_dir() -> PathBuf {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("could not run rustc --print sysroot");
+    assert!(out.status.success(), "rustc --print sysroot failed");
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let dir = sysroot.join("lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld");
+    assert!(
+        dir.join("ld.lld").exists(),
+        "{} has no ld.lld: this test links its fixture with the toolchain's own lld, the \
+         default linker of rustup's x86-64 Linux toolchains since Rust 1.90, which ship it \
+         beside rustc; install the toolchain with rustup",
+        dir.display()
+    );
+    dir
 }
 
 /// `target/fixtures`, next to the target directory's `tmp`.
