@@ -25,8 +25,9 @@ pub(super) struct DumpConfig {
 /// Dumps kept when `max_dumps` is not set.
 pub(super) const DEFAULT_MAX_DUMPS: usize = 16;
 
-/// File names: `heap-<ms since the epoch, 13 digits>-<seq>-<reason>.pb.gz`,
-/// so names sort by time.
+/// File names: `heap-<UTC time, 20261204T221530.123Z>-<seq>-<reason>.pb.gz`:
+/// readable, free of `:` (which some file systems and `scp` refuse), and of
+/// fixed width, so names sort by time.
 const PREFIX: &str = "heap-";
 const PROFILE: &str = ".pb.gz";
 
@@ -154,9 +155,9 @@ impl Dumper {
     fn write(&mut self, reason: &str) -> Result<(), Error> {
         let ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+            .map_or(0, |d| d.as_millis() as u64);
         self.seq += 1;
-        let stem = format!("{PREFIX}{ms:013}-{:04}-{reason}", self.seq);
+        let stem = format!("{PREFIX}{}-{:04}-{reason}", utc_stamp(ms), self.seq);
         let snap = crate::profile::snapshot();
         write_atomically(&self.dir, &format!("{stem}{PROFILE}"), |w| {
             write_profile(&snap, w)
@@ -191,6 +192,30 @@ impl Dumper {
         }
         Ok(())
     }
+}
+
+/// `ms` since the Unix epoch as a basic ISO 8601 UTC time with milliseconds,
+/// `20261204T221530.123Z`.
+///
+/// Written by hand: a file name needs only this one format, and the civil
+/// date of a day count is the few lines below (the days-to-civil algorithm
+/// of H. Hinnant's "chrono-compatible low-level date algorithms"), not a
+/// date-time dependency.
+fn utc_stamp(ms: u64) -> String {
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Shifted to eras of 400 years starting on 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{h:02}{m:02}{s:02}.{milli:03}Z")
 }
 
 #[cfg(feature = "pprof")]
@@ -294,6 +319,60 @@ fn cgroup_limit_from(cgroups: &str, root: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The naive oracle: whole years, then whole months, day by day.
+    fn naive_stamp(ms: u64) -> String {
+        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let mut days = ms / 86_400_000;
+        let mut year = 1970;
+        while days >= if leap(year) { 366 } else { 365 } {
+            days -= if leap(year) { 366 } else { 365 };
+            year += 1;
+        }
+        let lengths = [
+            31,
+            if leap(year) { 29 } else { 28 },
+            31,
+            30,
+            31,
+            30,
+            31,
+            31,
+            30,
+            31,
+            30,
+            31,
+        ];
+        let mut month = 0;
+        while days >= lengths[month] {
+            days -= lengths[month];
+            month += 1;
+        }
+        let rem = ms % 86_400_000;
+        format!(
+            "{year:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+            month + 1,
+            days + 1,
+            rem / 3_600_000,
+            rem / 60_000 % 60,
+            rem / 1000 % 60,
+            rem % 1000
+        )
+    }
+
+    #[test]
+    fn dump_names_carry_a_readable_utc_time() {
+        assert_eq!(utc_stamp(0), "19700101T000000.000Z");
+        // 2000-02-29 (a leap day in a century year), 23:59:59.999.
+        assert_eq!(utc_stamp(951_868_799_999), "20000229T235959.999Z");
+        assert_eq!(utc_stamp(1_796_418_556_012), "20261204T210916.012Z");
+        // Against the oracle over three centuries, a prime step apart.
+        let mut ms = 0u64;
+        while ms < 10_000_000_000_000 {
+            assert_eq!(utc_stamp(ms), naive_stamp(ms), "{ms}");
+            ms += 7_919_993_311;
+        }
+    }
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("leakscope-dump-{name}-{}", std::process::id()));

@@ -173,8 +173,9 @@ impl MonitorConfig {
     /// [`dump_on_new_high`](MonitorConfig::dump_on_new_high) and
     /// [`dump_near_limit`](MonitorConfig::dump_near_limit) (at least one is
     /// needed). Names carry the time and the reason:
-    /// `heap-<ms since the epoch>-<seq>-new-high.pb.gz`. Each file is written
-    /// to a temporary name and renamed, so a kill mid-write (the OOM killer)
+    /// `heap-<UTC time>-<seq>-<reason>.pb.gz`, such as
+    /// `heap-20261204T221530.123Z-0001-new-high.pb.gz`, so they sort by time.
+    /// Each file is written to a temporary name and renamed, so a kill mid-write (the OOM killer)
     /// leaves no torn dump. The directory is created if needed; one that
     /// cannot be created or written makes [`Monitor::start`] fail. Needs the
     /// `pprof` feature.
