@@ -48,7 +48,9 @@ pub struct Suspect {
 
 impl Suspect {
     /// What holds most of the site's live bytes (the root of its largest
-    /// retainer path), when the monitor runs with
+    /// retainer path; in sampled mode a static, thread-local or stack whose
+    /// path reaches at least half as much is named rather than "unsampled
+    /// heap memory"), when the monitor runs with
     /// [`MonitorConfig::retainers(true)`](crate::MonitorConfig::retainers)
     /// and the scan succeeded; `None` otherwise.
     pub fn holder(&self) -> Option<&crate::Root> {

@@ -151,6 +151,15 @@ pub struct RetainerPath {
 }
 
 impl RetainerPath {
+    /// A path made up by a test of the code that reads paths.
+    #[cfg(test)]
+    pub(crate) fn made_up(root: Root, bytes: u64) -> RetainerPath {
+        RetainerPath {
+            root,
+            via: Vec::new(),
+            bytes,
+        }
+    }
     /// Where the path starts.
     pub fn root(&self) -> &Root {
         &self.root
