@@ -44,7 +44,7 @@ fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option<u16> {
         .ok()?;
     let mut out = Vec::new();
     s.read_to_end(&mut out).ok()?;
-    if start.elapsed() >= limit {
+    if start.elapsed() >= limit || !out.windows(4).any(|w| w == b"\r\n\r\n") {
         return None;
     }
     Some(common::http::parse(&out).status)
@@ -97,6 +97,8 @@ fn rss() -> u64 {
 fn connect(addr: SocketAddr) -> Option<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
     s.set_nodelay(true).ok()?;
+    // A server that neither reads nor closes must not hold up the abuse.
+    s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
     Some(s)
 }
 
@@ -257,6 +259,14 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
     let done = AtomicBool::new(false);
     let (ok, asked, max_threads, max_rss, cpu) = std::thread::scope(|scope| {
         let done = &done;
+        // The abuse ends with the test, even when an assertion fails.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Relaxed);
+            }
+        }
+        let _stop = Stop(done);
         let post = &post;
         let slow = b"GET /debug/leakscope/snapshot.json HTTP/1.1\r\n\r\n";
         let trickle = b"GET /debug/pprof/heap HTTP/1.1\r\nHost: x\r\nX-a: b\r\n";
