@@ -29,22 +29,31 @@ use std::time::{Duration, Instant};
 static GLOBAL: leakscope::Tracker = leakscope::Tracker::system();
 
 /// How long the good client asks while the abuse runs.
-const ATTACK: Duration = Duration::from_secs(6);
+const ATTACK: Duration = Duration::from_secs(8);
 /// Threads the abuse runs on (each drives many sockets).
 const ABUSERS: usize = 5;
 
 /// `GET path`, or `None` if it is not answered within `limit` (connect,
-/// send and read all bounded: a starved client fails, never hangs).
+/// send and read all bounded: a starved client fails, never hangs); a
+/// failure says where the time went.
 fn get_within(addr: SocketAddr, path: &str, limit: Duration) -> Option<u16> {
     let start = Instant::now();
-    let mut s = TcpStream::connect_timeout(&addr, limit).ok()?;
-    s.set_read_timeout(Some(limit)).ok()?;
-    s.set_write_timeout(Some(limit)).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
+    let mut connected = None;
     let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    if start.elapsed() >= limit || !out.windows(4).any(|w| w == b"\r\n\r\n") {
+    let r = (|| {
+        let mut s = TcpStream::connect_timeout(&addr, limit)?;
+        connected = Some(start.elapsed());
+        s.set_read_timeout(Some(limit))?;
+        s.set_write_timeout(Some(limit))?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        s.read_to_end(&mut out)
+    })();
+    let took = start.elapsed();
+    if r.is_err() || took >= limit || !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        eprintln!(
+            "{path}: {r:?}, connected after {connected:?}, {} bytes after {took:?}",
+            out.len()
+        );
         return None;
     }
     Some(common::http::parse(&out).status)

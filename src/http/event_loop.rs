@@ -136,12 +136,10 @@ impl EventLoop {
     /// `poll`'s [`WAKER`].
     pub(super) fn new(
         poll: Poll,
-        listener: std::net::TcpListener,
+        mut listener: TcpListener,
         pool: Arc<Pool>,
         shared: Arc<Shared>,
     ) -> io::Result<EventLoop> {
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(EventLoop {

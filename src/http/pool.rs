@@ -15,6 +15,12 @@
 //! - [`Lane::Delta`]: `?seconds=N` profiles, which mostly sleep, one thread
 //!   per delta allowed at once (the event loop answers 503 past that).
 //!
+//! The expensive lanes keep the service's CPU priority: they take the
+//! symbol lock and the recorder's locks, and a holder at a lower priority
+//! made `/metrics` wait behind it on a loaded machine (measured with
+//! `tests/http_abuse.rs`: 17 of 20 answered within 1 s at nice +10, all of
+//! them at the service's).
+//!
 //! Identical `GET`s waiting in a lane are answered by one render (the same
 //! bytes, shared): a crowd asking for the same export costs one render,
 //! not one each.

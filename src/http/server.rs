@@ -125,7 +125,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
             }
         }
         let _ = first;
-        let listener = std::net::TcpListener::bind(&addrs[..])?;
+        let listener = bind(&addrs)?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(options, MAX_DELTAS));
         let mut server = Server {
@@ -233,6 +233,36 @@ impl std::fmt::Debug for Server {
             .field("options", &self.shared.options)
             .finish()
     }
+}
+
+/// The listen backlog asked for: as Go, the most the kernel allows (it
+/// caps the request at `net.core.somaxconn`, 4096 by default).
+const BACKLOG: i32 = 4096;
+
+/// The first of `addrs` that binds, as `TcpListener::bind` tries them,
+/// with a listen backlog of [`BACKLOG`] (std's is 128, mio's 1024): a
+/// burst of connections (hundreds of abusive ones reconnecting as they are
+/// evicted) must not fill the queue, where the kernel drops a well-behaved
+/// client's SYN and it retries only a second later.
+fn bind(addrs: &[SocketAddr]) -> std::io::Result<mio::net::TcpListener> {
+    let mut last = None;
+    for a in addrs {
+        match mio::net::TcpListener::bind(*a) {
+            Ok(l) => {
+                #[cfg(unix)]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: `listen` on the descriptor `l` owns, which is
+                    // open and listening; calling it again only changes the
+                    // backlog. Failure leaves mio's backlog: ignored.
+                    let _ = unsafe { libc::listen(l.as_raw_fd(), BACKLOG) };
+                }
+                return Ok(l);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::InvalidInput.into()))
 }
 
 fn history_loop(shared: &Shared) {
