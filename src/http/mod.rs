@@ -34,6 +34,8 @@ mod conn;
 mod ctx;
 mod dashboard;
 mod event_loop;
+#[doc(hidden)]
+pub mod fuzz;
 mod history;
 mod html;
 mod limits;
