@@ -434,7 +434,7 @@ fn symbol_posts_are_bounded_and_the_server_stays_answerable() {
         get_within(addr, "/metrics", Duration::from_secs(1)),
         Some(200)
     );
-    let pc = symbol_posts_are_bounded_and_the_server_stays_answerable as fn() as u64;
+    let pc = symbol_posts_are_bounded_and_the_server_stays_answerable as fn() as usize as u64;
     let r = try_exchange(addr, &symbol_post(&[pc])).expect("an answer");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
