@@ -255,8 +255,13 @@ fn request_bursts(addr: SocketAddr, n: usize, done: &AtomicBool) {
     }
 }
 
+/// The tests of this file one at a time: each measures the server's
+/// answers under its own abuse, not the other's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_good_client_is_answered_through_every_abuse_at_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit();
     let before = tasks();
     let server = leakscope::http::serve("127.0.0.1:0").unwrap();
@@ -362,6 +367,7 @@ fn assert_one_line(r: &common::http::Reply, status: u16, what: &str) {
 
 #[test]
 fn symbol_posts_are_bounded_and_the_server_stays_answerable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = leakscope::http::serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     // A body over 256 KiB: refused from its head, before it is read.
