@@ -19,10 +19,12 @@
 //!   are at most 16 KiB, bodies 256 KiB, and the bodies being read at once
 //!   at most [`BODY_BUDGET`] in all (else 503);
 //! - an answer is dropped after [`WRITE_STALL`] without progress or
-//!   [`WRITE_TOTAL`] in all;
+//!   [`WRITE_TOTAL`] in all, and the distinct answers being sent hold at
+//!   most [`ANSWER_BUDGET`] (past it the oldest sends are cut);
 //! - on stop, the answers being rendered are answered 503 at once and the
 //!   ones being sent get [`STOP_GRACE`] to finish.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
@@ -46,6 +48,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Request bodies being read at once, in bytes (a body is at most 256 KiB;
 /// only the symbol route takes one).
 const BODY_BUDGET: usize = 4 << 20;
+/// Distinct answers held by the connections sending them, in bytes (an
+/// answer shared by many readers counts once): past it, the oldest send of
+/// an answer no one else is sent is cut, then the oldest send at all (never
+/// the newest: one answer larger than this is still sent).
+const ANSWER_BUDGET: usize = 256 << 20;
 /// Time a client may take no byte of the answer before it is dropped.
 const WRITE_STALL: Duration = Duration::from_secs(10);
 /// Time a client has to take the whole answer: a client reading a byte a
@@ -123,6 +130,11 @@ pub(super) struct EventLoop {
     serial: u64,
     /// Bytes of [`BODY_BUDGET`] reserved by connections reading a body.
     body_bytes: usize,
+    /// The answers being sent, by address: their length and how many
+    /// connections send them.
+    held: HashMap<usize, (usize, usize)>,
+    /// Their lengths summed (see [`ANSWER_BUDGET`]).
+    held_bytes: usize,
     accept_retry: Option<Instant>,
     pool: Arc<Pool>,
     shared: Arc<Shared>,
@@ -150,6 +162,8 @@ impl EventLoop {
             open: 0,
             serial: 0,
             body_bytes: 0,
+            held: HashMap::new(),
+            held_bytes: 0,
             accept_retry: None,
             pool,
             shared,
@@ -357,14 +371,69 @@ impl EventLoop {
         }
     }
 
-    /// Gives back what `state` reserved of [`BODY_BUDGET`].
+    /// Gives back what `state` reserved of [`BODY_BUDGET`],
+    /// and of the answers held.
     fn release(&mut self, state: &State) {
-        if let State::Reading {
-            head: Some((_, reserved)),
-            ..
-        } = state
-        {
-            self.body_bytes -= reserved;
+        match state {
+            State::Reading {
+                head: Some((_, reserved)),
+                ..
+            } => self.body_bytes -= reserved,
+            State::Writing {
+                body: Some(body), ..
+            } => {
+                let key = Arc::as_ptr(body) as usize;
+                if let Some((len, n)) = self.held.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.held_bytes -= *len;
+                        self.held.remove(&key);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts `body` as held by one more connection, then cuts sends as
+    /// [`ANSWER_BUDGET`] says, never connection `keep`'s.
+    fn hold(&mut self, body: &Arc<Vec<u8>>, keep: usize) {
+        // The key stays valid while counted: the connections counted hold
+        // the `Arc`, so its address is not reused.
+        let (len, n) = self
+            .held
+            .entry(Arc::as_ptr(body) as usize)
+            .or_insert((body.len(), 0));
+        if *n == 0 {
+            self.held_bytes += *len;
+        }
+        *n += 1;
+        while self.held_bytes > ANSWER_BUDGET {
+            let mut oldest: Option<(bool, Instant, usize)> = None;
+            for (j, c) in self.conns.iter().enumerate() {
+                let Some(Conn {
+                    since,
+                    state: State::Writing { body: Some(b), .. },
+                    ..
+                }) = c
+                else {
+                    continue;
+                };
+                if j == keep {
+                    continue;
+                }
+                let shared = self
+                    .held
+                    .get(&(Arc::as_ptr(b) as usize))
+                    .is_some_and(|&(_, n)| n > 1);
+                if oldest.is_none_or(|o| (shared, *since) < (o.0, o.1)) {
+                    oldest = Some((shared, *since, j));
+                }
+            }
+            match oldest {
+                Some((_, _, j)) => self.close(j),
+                None => break,
+            }
         }
     }
 
@@ -556,12 +625,15 @@ impl EventLoop {
             i,
             State::Writing {
                 head: conn::response_head(r),
-                body,
+                body: body.clone(),
                 pos: 0,
                 stall: now + WRITE_STALL,
                 total: now + WRITE_TOTAL,
             },
         );
+        if let Some(body) = &body {
+            self.hold(body, i);
+        }
         self.write(i)
     }
 
