@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: leakscope::Tracker = leakscope::Tracker::system();
 
-/// How long the good client asks while the abuse runs.
-const ATTACK: Duration = Duration::from_secs(8);
+/// How long the good client asks while the abuse runs, at least.
+const ATTACK: Duration = Duration::from_secs(6);
+/// How many requests it makes, at least (every 200 ms).
+const REQUESTS: usize = 30;
 /// Threads the abuse runs on (each drives many sockets).
 const ABUSERS: usize = 5;
 
@@ -297,11 +299,15 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
         let cpu_start = cpu_ticks(&server_tids);
         let start = Instant::now();
         let (mut ok, mut asked, mut max_threads, mut max_rss) = (0, 0, 0, 0);
-        while start.elapsed() < ATTACK {
+        let mut took = Vec::new();
+        while start.elapsed() < ATTACK || asked < REQUESTS {
             let t = Instant::now();
             asked += 1;
             match get_within(addr, "/metrics", Duration::from_secs(1)) {
-                Some(200) => ok += 1,
+                Some(200) => {
+                    ok += 1;
+                    took.push(t.elapsed());
+                }
                 other => eprintln!("request {asked}: {other:?} after {:?}", t.elapsed()),
             }
             max_threads = max_threads.max(tasks().len());
@@ -320,6 +326,10 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
             a.join().unwrap();
         }
         assert!(stop < Duration::from_secs(1), "stop took {stop:?}");
+        took.sort();
+        let median = took.get(took.len() / 2).copied().unwrap_or_default();
+        let slowest = took.last().copied().unwrap_or_default();
+        eprintln!("answered in {median:?} (median), {slowest:?} (slowest); stop took {stop:?}");
         (ok, asked, max_threads, max_rss, cpu)
     });
     eprintln!(
@@ -331,7 +341,6 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
         max_rss >> 20,
         cpu * 100.0
     );
-    assert!(asked >= 20, "only {asked} requests");
     assert!(ok * 100 >= asked * 95, "{ok}/{asked} answered within 1 s");
     assert!(
         max_threads <= threads_serving + ABUSERS,
