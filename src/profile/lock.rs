@@ -11,38 +11,25 @@
 //! then burn a core each in `sched_yield` (the endpoint under abuse showed
 //! 193% CPU with eight waiting requests).
 //!
-//! And a fair one: a ticket lock whose waiters sleep on a futex. With a
-//! plain futex mutex (Drepper's mutex 2), a thread that takes the lock
-//! again right after releasing it (the symbol service looks up thousands
-//! of addresses, taking the lock for each) wins against the waiter it just
-//! woke, which has yet to be scheduled: `/metrics` waited 1.6 s behind a
-//! flood of symbol requests on a loaded machine. With tickets, the lock
-//! goes to waiters in the order they came, so a waiter waits for the holds
-//! queued before it, never for an unbounded run of the same thread's.
-//!
-//! The whole state is two words (`next` ticket, `serving` ticket; free
-//! when equal): a child resets both, and the kernel keeps no waiter list
-//! across `fork` (private futexes are keyed by address space). Never used
-//! on the allocation path: waiting is a system call that parks the thread.
-//! On targets without futexes, waiters back off with short sleeps instead.
+//! So a futex word, as in Drepper's "Futexes Are Tricky" (mutex 2): 0 free,
+//! 1 held, 2 held with waiters. The whole state is that word: a child
+//! resets it to 0, and the kernel keeps no waiter list across `fork`
+//! (private futexes are keyed by address space). Never used on the
+//! allocation path: waiting is a system call that parks the thread. On
+//! targets without futexes, waiters back off with short sleeps instead.
 
 use std::sync::atomic::{AtomicU32, Ordering::*};
 
-pub(crate) struct BlockingLock {
-    /// The ticket the next thread to ask takes.
-    next: AtomicU32,
-    /// The ticket that holds the lock (or may take it, if `next` equals it:
-    /// free). Waiters sleep on this word.
-    serving: AtomicU32,
-}
+pub(crate) struct BlockingLock(AtomicU32);
+
+const FREE: u32 = 0;
+const HELD: u32 = 1;
+const CONTENDED: u32 = 2;
 
 impl BlockingLock {
     /// A free lock.
     pub(crate) const fn new() -> BlockingLock {
-        BlockingLock {
-            next: AtomicU32::new(0),
-            serving: AtomicU32::new(0),
-        }
+        BlockingLock(AtomicU32::new(FREE))
     }
 
     /// Takes the lock until the guard is dropped.
@@ -54,48 +41,46 @@ impl BlockingLock {
     /// Takes the lock with no guard: the caller calls
     /// [`BlockingLock::release`] (for the fork handlers).
     pub(crate) fn acquire(&self) {
-        // Wrapping: tickets are compared for equality only.
-        let mine = self.next.fetch_add(1, Relaxed);
-        if self.serving.load(Acquire) != mine {
-            self.wait(mine);
+        if self
+            .0
+            .compare_exchange(FREE, HELD, Acquire, Relaxed)
+            .is_err()
+        {
+            self.wait();
         }
     }
 
     #[cold]
-    fn wait(&self, mine: u32) {
+    fn wait(&self) {
         // A short spin first: most holds are a cache lookup.
         for _ in 0..100 {
-            if self.serving.load(Acquire) == mine {
+            if self.0.load(Relaxed) == FREE
+                && self
+                    .0
+                    .compare_exchange(FREE, HELD, Acquire, Relaxed)
+                    .is_ok()
+            {
                 return;
             }
             std::hint::spin_loop();
         }
-        loop {
-            let now = self.serving.load(Acquire);
-            if now == mine {
-                return;
-            }
-            // Returns at once if `serving` moved on meanwhile.
-            futex_wait(&self.serving, now);
+        // From here on the word says "waiters" (2), so the holder wakes one.
+        while self.0.swap(CONTENDED, Acquire) != FREE {
+            futex_wait(&self.0, CONTENDED);
         }
     }
 
-    /// Releases the lock (taken with [`acquire`](Self::acquire) or by a
-    /// guard): to the next ticket.
+    /// Releases the lock (taken with [`acquire`](Self::acquire) or by a guard).
     pub(crate) fn release(&self) {
-        let next = self.serving.fetch_add(1, Release).wrapping_add(1);
-        if self.next.load(Relaxed) != next {
-            // Waiters: all of them wake, the one whose turn it is takes it
-            // (they are few: the query side's threads).
-            futex_wake_all(&self.serving);
+        if self.0.swap(FREE, Release) == CONTENDED {
+            futex_wake_one(&self.0);
         }
     }
 
     /// Marks the lock free: for a forked child, whose only thread is the
     /// one that took it in `prepare`.
     pub(crate) fn reset(&self) {
-        self.next.store(0, Relaxed);
-        self.serving.store(0, Relaxed);
+        self.0.store(FREE, Relaxed);
     }
 }
 
@@ -126,16 +111,16 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
-/// Wakes every thread sleeping on `word`.
+/// Wakes one thread sleeping on `word`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn futex_wake_all(word: &AtomicU32) {
+fn futex_wake_one(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-            i32::MAX,
+            1,
         );
     }
 }
@@ -148,7 +133,7 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn futex_wake_all(_: &AtomicU32) {}
+fn futex_wake_one(_: &AtomicU32) {}
 
 #[cfg(test)]
 mod tests {
@@ -198,39 +183,11 @@ mod tests {
             let _g = l.lock();
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
-        // The waiter took a ticket and sleeps (no spinning).
-        assert_eq!(lock.next.load(Relaxed), 2);
+        // The waiter marked the lock contended and sleeps (no spinning).
+        assert_eq!(lock.0.load(Relaxed), CONTENDED);
         assert!(!waiter.is_finished());
         lock.release();
         waiter.join().unwrap();
-        assert_eq!(lock.next.load(Relaxed), lock.serving.load(Relaxed));
-    }
-
-    #[test]
-    fn a_thread_taking_it_again_and_again_does_not_starve_a_waiter() {
-        // As the symbol service: one thread takes the lock for each of many
-        // lookups. A waiter gets it after the holds queued before it.
-        let lock = Arc::new(BlockingLock::new());
-        let holds = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let hog = {
-            let (lock, holds, stop) = (lock.clone(), holds.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    let _g = lock.lock();
-                    holds.fetch_add(1, Relaxed);
-                    std::thread::sleep(std::time::Duration::from_micros(500));
-                }
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        for _ in 0..5 {
-            let before = holds.load(Relaxed);
-            let _g = lock.lock();
-            let waited = holds.load(Relaxed) - before;
-            assert!(waited <= 2, "waited for {waited} holds of the same thread");
-        }
-        stop.store(true, Relaxed);
-        hog.join().unwrap();
+        assert_eq!(lock.0.load(Relaxed), FREE);
     }
 }
