@@ -129,3 +129,30 @@ fn no_site_holds_the_servers_frames() {
         ours.join("\n")
     );
 }
+
+/// Starting and stopping servers leaves no trace either: their threads
+/// hold the guard from their first instruction, so even the thread start
+/// (where std allocates before a closure runs) is not recorded.
+#[test]
+fn starting_and_stopping_servers_is_never_recorded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buf = vec![0u8; 1 << 20];
+    // Warm up: lazy state of the first server, and of this thread.
+    let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+    fetch(server.local_addr(), ROUTES[11], &mut buf);
+    server.stop();
+    common::settle();
+    let base = leakscope::snapshot();
+    for _ in 0..3 {
+        let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+        fetch(server.local_addr(), ROUTES[11], &mut buf);
+        server.stop();
+    }
+    let diff = leakscope::snapshot().diff(&base);
+    let changed = diff
+        .sites()
+        .iter()
+        .filter(|d| d.total_allocs_delta() != 0 || d.live_bytes_delta() != 0)
+        .count();
+    assert_eq!(changed, 0, "sites changed by starting servers:\n{diff:#}");
+}

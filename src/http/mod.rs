@@ -48,6 +48,7 @@ mod routes;
 mod server;
 mod share;
 mod shared;
+mod thread;
 
 pub use options::Options;
 pub use response::Response;

@@ -29,7 +29,6 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::ctx::Ctx;
@@ -37,7 +36,7 @@ use super::query::profile_query;
 use super::response::Response;
 use super::routes;
 use super::shared::Shared;
-use crate::recorder::Guard;
+use super::thread::{self, Thread};
 
 /// What a request costs to answer, which decides the threads it waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,20 +135,12 @@ impl Pool {
 
     /// Starts the workers: `threads[lane]` for each lane. All of them hold
     /// the reentrancy guard for their whole life.
-    pub(super) fn spawn(
-        self: &Arc<Pool>,
-        threads: [usize; LANES],
-    ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    pub(super) fn spawn(self: &Arc<Pool>, threads: [usize; LANES]) -> std::io::Result<Vec<Thread>> {
         let mut handles = Vec::new();
         for (lane, &n) in threads.iter().enumerate() {
             for _ in 0..n {
                 let pool = self.clone();
-                // Unnamed: std copies a thread's name on the new thread
-                // before the closure runs, where the guard is not yet held.
-                match std::thread::Builder::new().spawn(move || {
-                    let _guard = Guard::enter();
-                    pool.work(lane);
-                }) {
+                match thread::spawn(move || pool.work(lane)) {
                     Ok(h) => handles.push(h),
                     Err(e) => {
                         self.stop();

@@ -1,7 +1,8 @@
 //! The built-in server: [`serve`], [`serve_with`], [`Server`].
 //!
 //! A fixed set of threads, whatever clients do, all holding the reentrancy
-//! guard for their whole life (nothing the server does is recorded):
+//! guard for their whole life, from their first instruction (`thread.rs`;
+//! nothing the server does is recorded):
 //! - one event-loop thread (`event_loop.rs`) owning the listener and every
 //!   connection: it reads requests and writes answers without ever waiting
 //!   on a client;
@@ -13,7 +14,6 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Poll, Waker};
@@ -22,6 +22,7 @@ use super::event_loop::{EventLoop, WAKER};
 use super::options::Options;
 use super::pool::Pool;
 use super::shared::Shared;
+use super::thread::{self, Thread};
 use crate::Error;
 use crate::recorder::Guard;
 
@@ -51,8 +52,8 @@ pub struct Server {
     shared: Arc<Shared>,
     pool: Option<Arc<Pool>>,
     /// The event loop and the history thread.
-    threads: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
+    threads: Vec<Thread>,
+    workers: Vec<Thread>,
 }
 
 /// Serves `/debug/pprof/*`, the dashboard and `/metrics` (see
@@ -142,18 +143,13 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
         server.pool = Some(pool.clone());
         server.workers = pool.spawn(LANE_THREADS)?;
         let event_loop = EventLoop::new(poll, listener, pool, shared.clone())?;
-        // Unnamed, as the pool's: std copies a thread's name on the new
-        // thread before the closure takes the guard.
         server
             .threads
-            .push(std::thread::Builder::new().spawn(move || {
-                let _guard = Guard::enter();
-                event_loop.run();
-            })?);
+            .push(thread::spawn(move || event_loop.run())?);
         let s = shared;
         server
             .threads
-            .push(std::thread::Builder::new().spawn(move || history_loop(&s))?);
+            .push(thread::spawn(move || history_loop(&s))?);
         Ok(server)
     })
 }
@@ -196,9 +192,7 @@ impl Server {
             }
             // The event loop ends within a tick and its grace for sends.
             for t in self.threads.drain(..) {
-                if t.join().is_err() {
-                    log::error!("leakscope: an HTTP server thread panicked");
-                }
+                t.join();
             }
             let deadline = Instant::now() + STOP_RENDERS;
             while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
@@ -207,7 +201,7 @@ impl Server {
             let mut busy = 0;
             for w in self.workers.drain(..) {
                 if w.is_finished() {
-                    let _ = w.join();
+                    w.join();
                 } else {
                     // Left to end on its own after its render.
                     busy += 1;
@@ -266,7 +260,6 @@ fn bind(addrs: &[SocketAddr]) -> std::io::Result<mio::net::TcpListener> {
 }
 
 fn history_loop(shared: &Shared) {
-    let _guard = Guard::enter();
     let interval = shared.options.history_interval_value();
     loop {
         shared.history.record();
