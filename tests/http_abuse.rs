@@ -431,6 +431,28 @@ fn symbol_posts_are_bounded_and_the_server_stays_answerable() {
         "refusals took {:?}",
         t.elapsed()
     );
+    // A client that waits for `100 Continue` before its body (curl's way
+    // for bodies over 1 KiB) is told to go on at once.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = "0x10+0x20";
+    s.write_all(
+        format!(
+            "POST /debug/pprof/symbol HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).expect("a 100 Continue at once");
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(common::http::parse(&out).status, 200);
     // Clients that hang up mid-body, and ones that post the most expensive
     // lookups and hang up at once: the work stops with them.
     let post = symbol_post(&code_addresses(8192));

@@ -21,6 +21,9 @@ pub(super) struct Head {
     authorization: Option<Vec<u8>>,
     content_length: Option<String>,
     chunked: bool,
+    /// `Expect: 100-continue`: the client waits for a `100 Continue`
+    /// before it sends its body (curl does for bodies over 1 KiB).
+    pub(super) expect_continue: bool,
     /// Bytes of the head, up to and including its blank line.
     pub(super) len: usize,
 }
@@ -91,6 +94,7 @@ pub(super) fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Response> {
                 authorization: None,
                 content_length: None,
                 chunked: false,
+                expect_continue: false,
                 len,
             };
             for h in req.headers.iter() {
@@ -110,6 +114,9 @@ pub(super) fn parse_head(bytes: &[u8]) -> Result<Option<Head>, Response> {
                     head.content_length = Some(value);
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     head.chunked = true;
+                } else if h.name.eq_ignore_ascii_case("expect") {
+                    head.expect_continue =
+                        h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
                 }
             }
             Ok(Some(head))

@@ -532,7 +532,16 @@ impl EventLoop {
             return Some(self.answer(i, &r, head_only));
         }
         self.body_bytes += want;
-        if let Some(State::Reading { head, .. }) = self.conns[i].as_mut().map(|c| &mut c.state) {
+        let Some(c) = self.conns[i].as_mut() else {
+            return None;
+        };
+        if let State::Reading { head, buf, .. } = &mut c.state {
+            // As Go's server: a client waiting to be told to send its body
+            // is told at once (one small write; if the socket will not take
+            // it, the client sends after its own timeout anyway).
+            if want > 0 && h.expect_continue && buf.len() < h.len + want {
+                let _ = c.stream.write(b"HTTP/1.1 100 Continue\r\n\r\n");
+            }
             *head = Some((h, want));
         }
         None

@@ -18,8 +18,9 @@
 //! The expensive lanes keep the service's CPU priority: they take the
 //! symbol lock and the recorder's locks, and a holder at a lower priority
 //! made `/metrics` wait behind it on a loaded machine (measured with
-//! `tests/http_abuse.rs`: 17 of 20 answered within 1 s at nice +10, all of
-//! them at the service's).
+//! `tests/http_abuse.rs`: at nice +10, renders of `/metrics` took up to
+//! 1.6 s and one to three requests in 15-20 missed the second; none at the
+//! service's priority).
 //!
 //! Identical `GET`s waiting in a lane are answered by one render (the same
 //! bytes, shared): a crowd asking for the same export costs one render,
