@@ -532,9 +532,7 @@ impl EventLoop {
             return Some(self.answer(i, &r, head_only));
         }
         self.body_bytes += want;
-        let Some(c) = self.conns[i].as_mut() else {
-            return None;
-        };
+        let c = self.conns[i].as_mut()?;
         if let State::Reading { head, buf, .. } = &mut c.state {
             // As Go's server: a client waiting to be told to send its body
             // is told at once (one small write; if the socket will not take
