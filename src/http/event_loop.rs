@@ -35,6 +35,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::conn::{self, Head, MAX_HEAD};
+use super::limits::MAX_DELTAS;
 use super::pool::{ConnId, Job, Lane, Pool, lane_of};
 use super::response::Response;
 use super::shared::Shared;
@@ -566,12 +567,12 @@ impl EventLoop {
         let conn: ConnId = (i, c.serial);
         let client = Some(c.peer.ip());
         let lane = lane_of(&method, &target, self.shared.options.max_seconds_value());
-        if lane == Lane::Delta && self.pool.in_flight(Lane::Delta) >= super::server::MAX_DELTAS {
+        if lane == Lane::Delta && self.pool.in_flight(Lane::Delta) >= MAX_DELTAS {
             let r = Response::go_error(
                 503,
                 &format!(
                     "too many profiles with seconds= in progress (at most {}); try again later",
-                    super::server::MAX_DELTAS
+                    MAX_DELTAS
                 ),
             );
             return self.answer(i, &r, head_only);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use mio::{Poll, Waker};
 
 use super::event_loop::{EventLoop, WAKER};
+use super::limits::MAX_DELTAS;
 use super::options::Options;
 use super::pool::Pool;
 use super::shared::Shared;
@@ -26,8 +27,6 @@ use super::thread::{self, Thread};
 use crate::Error;
 use crate::recorder::Guard;
 
-/// `seconds=` deltas in progress at once (and one per client address).
-pub(super) const MAX_DELTAS: usize = 4;
 /// The render pool's threads per lane: light, heavy, symbol, delta.
 const LANE_THREADS: [usize; 4] = [2, 2, 1, MAX_DELTAS];
 /// How long `stop` waits for render threads still busy (a snapshot being
