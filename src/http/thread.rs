@@ -80,7 +80,9 @@ pub(super) fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<Thread> {
         let d = done.clone();
         let handle = std::thread::Builder::new().spawn(move || {
             let _guard = Guard::enter();
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                log::error!("leakscope: an HTTP server thread panicked");
+            }
             d.store(true, Ordering::Release);
         })?;
         Ok(Thread {
@@ -99,7 +101,9 @@ extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
     let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
     let Start { f, done } = *start;
     // Unwinding must not cross this `extern "C"` frame.
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        log::error!("leakscope: an HTTP server thread panicked");
+    }
     done.store(true, Ordering::Release);
     std::ptr::null_mut()
 }
