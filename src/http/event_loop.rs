@@ -134,8 +134,9 @@ pub(super) struct EventLoop {
     /// The answers being sent, by address: their length and how many
     /// connections send them.
     held: HashMap<usize, (usize, usize)>,
-    /// Their lengths summed (see [`ANSWER_BUDGET`]).
+    /// Their lengths summed, at most `answer_budget` (see [`ANSWER_BUDGET`]).
     held_bytes: usize,
+    answer_budget: usize,
     accept_retry: Option<Instant>,
     pool: Arc<Pool>,
     shared: Arc<Shared>,
@@ -165,6 +166,7 @@ impl EventLoop {
             body_bytes: 0,
             held: HashMap::new(),
             held_bytes: 0,
+            answer_budget: ANSWER_BUDGET,
             accept_retry: None,
             pool,
             shared,
@@ -409,7 +411,7 @@ impl EventLoop {
             self.held_bytes += *len;
         }
         *n += 1;
-        while self.held_bytes > ANSWER_BUDGET {
+        while self.held_bytes > self.answer_budget {
             let mut oldest: Option<(bool, Instant, usize)> = None;
             for (j, c) in self.conns.iter().enumerate() {
                 let Some(Conn {
@@ -784,4 +786,70 @@ fn busy(mut stream: TcpStream) {
     bytes.extend_from_slice(r.body());
     let _ = stream.write(&bytes);
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::options::Options;
+    use super::*;
+
+    #[test]
+    fn answers_being_sent_are_bounded_in_bytes_and_shared_ones_count_once() {
+        let poll = Poll::new().unwrap();
+        let waker = mio::Waker::new(poll.registry(), WAKER).unwrap();
+        let shared = Arc::new(Shared::new(Options::default(), 4));
+        let pool = Arc::new(Pool::new(shared.clone(), waker));
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut el = EventLoop::new(poll, listener, pool, shared).unwrap();
+        const MIB: usize = 1 << 20;
+        el.answer_budget = 40 * MIB;
+        // Six clients that read nothing: 16 MiB answers stay being sent.
+        let _clients: Vec<std::net::TcpStream> = (0..6)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while el.open < 6 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            el.accept_all();
+        }
+        let ids: Vec<usize> = (0..el.conns.len())
+            .filter(|&i| el.conns[i].is_some())
+            .collect();
+        assert_eq!(ids.len(), 6);
+        let alive = |el: &EventLoop| -> Vec<usize> {
+            ids.iter()
+                .map(|&i| usize::from(el.conns[i].is_some()))
+                .collect()
+        };
+        // Four distinct answers: past 40 MiB the oldest sends are cut.
+        for (k, &i) in ids[..4].iter().enumerate() {
+            let r = Response::ok("application/octet-stream", vec![k as u8; 16 * MIB]);
+            assert!(matches!(el.answer(i, &r, false), Next::Keep));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(alive(&el), [0, 0, 1, 1, 1, 1]);
+        assert_eq!(el.held_bytes, 32 * MIB);
+        // One answer sent to two clients counts once: the first of them
+        // makes room (the oldest unshared send goes), the second costs
+        // nothing.
+        let shared_answer = Response::ok("application/octet-stream", vec![9u8; 16 * MIB]);
+        assert!(matches!(
+            el.answer(ids[4], &shared_answer, false),
+            Next::Keep
+        ));
+        assert_eq!(alive(&el), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(el.held_bytes, 32 * MIB);
+        assert!(matches!(
+            el.answer(ids[5], &shared_answer, false),
+            Next::Keep
+        ));
+        assert_eq!(alive(&el), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(el.held_bytes, 32 * MIB);
+        // Closing gives it all back.
+        for &i in &ids[3..] {
+            el.close(i);
+        }
+        assert_eq!((el.held_bytes, el.held.len(), el.open), (0, 0, 0));
+    }
 }
