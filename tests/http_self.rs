@@ -48,8 +48,13 @@ fn fetch(addr: SocketAddr, req: &[u8], buf: &mut [u8]) -> usize {
     }
 }
 
+/// The tests of this file one at a time: the other's clients would show
+/// in this one's diff.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn serving_is_never_recorded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let _kept = vec![0x5au8; 1 << 20]; // something for the routes to show
     let mut buf = vec![0u8; 64 << 20];
     let mut lens = [0usize; 15];
@@ -78,4 +83,76 @@ fn serving_is_never_recorded() {
     // And the routes did answer.
     assert!(lens.iter().all(|&n| n > 12), "{lens:?}");
     server.stop();
+}
+
+/// After heavy use of every route (concurrent clients, a stop, a second
+/// server), no site's stack passes through the server's code (ours or
+/// mio's): everything its threads allocate goes through the guard.
+#[test]
+fn no_site_holds_the_servers_frames() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buf = vec![0u8; 64 << 20];
+    for _ in 0..2 {
+        let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+        let addr = server.local_addr();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(move || {
+                    let mut buf = vec![0u8; 64 << 20];
+                    for req in ROUTES
+                        .iter()
+                        .filter(|r| !r.ends_with(b"seconds=1 HTTP/1.1\r\n\r\n"))
+                    {
+                        fetch(addr, req, &mut buf);
+                    }
+                });
+            }
+        });
+        fetch(addr, ROUTES[3], &mut buf);
+        server.stop();
+    }
+    let snap = leakscope::snapshot();
+    let ours: Vec<String> = snap
+        .sites()
+        .iter()
+        .filter(|s| {
+            s.frames().iter().any(|f| {
+                let name = f.function();
+                name.contains("leakscope::http::") || name.contains("mio::")
+            })
+        })
+        .map(|s| format!("{s:?}"))
+        .collect();
+    assert!(
+        ours.is_empty(),
+        "sites through the server:\n{}",
+        ours.join("\n")
+    );
+}
+
+/// Starting and stopping servers leaves no trace either: their threads
+/// hold the guard from their first instruction, so even the thread start
+/// (where std allocates before a closure runs) is not recorded.
+#[test]
+fn starting_and_stopping_servers_is_never_recorded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buf = vec![0u8; 1 << 20];
+    // Warm up: lazy state of the first server, and of this thread.
+    let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+    fetch(server.local_addr(), ROUTES[11], &mut buf);
+    server.stop();
+    common::settle();
+    let base = leakscope::snapshot();
+    for _ in 0..3 {
+        let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+        fetch(server.local_addr(), ROUTES[11], &mut buf);
+        server.stop();
+    }
+    let diff = leakscope::snapshot().diff(&base);
+    let changed = diff
+        .sites()
+        .iter()
+        .filter(|d| d.total_allocs_delta() != 0 || d.live_bytes_delta() != 0)
+        .count();
+    assert_eq!(changed, 0, "sites changed by starting servers:\n{diff:#}");
 }

@@ -7,6 +7,10 @@ use std::sync::Mutex;
 
 use super::response::Response;
 
+/// `seconds=` deltas in progress at once in the built-in server (and one
+/// per client address).
+pub(super) const MAX_DELTAS: usize = 4;
+
 /// The deltas in progress.
 pub(super) struct Deltas {
     max: usize,

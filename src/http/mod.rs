@@ -6,9 +6,9 @@
 //! - [`respond`]: framework-agnostic, method and path in, [`Response`] out,
 //!   to mount in the web framework a service already runs (axum, actix,
 //!   hyper, ...);
-//! - [`serve`] / [`serve_with`]: a small built-in server on std threads (no
-//!   async runtime), loopback-only unless told otherwise, with an optional
-//!   bearer token.
+//! - [`serve`] / [`serve_with`]: a small built-in server (one event-loop
+//!   thread over `mio` and a fixed render pool, no async runtime),
+//!   loopback-only unless told otherwise, with an optional bearer token.
 //!
 //! Everything here runs under the tracker's reentrancy guard, and every
 //! server thread holds it for its whole life: the endpoint never shows up
@@ -33,10 +33,14 @@ mod chart;
 mod conn;
 mod ctx;
 mod dashboard;
+mod event_loop;
+#[doc(hidden)]
+pub mod fuzz;
 mod history;
 mod html;
 mod limits;
 mod options;
+mod pool;
 mod profiles;
 mod query;
 mod response;
@@ -44,6 +48,7 @@ mod routes;
 mod server;
 mod share;
 mod shared;
+mod thread;
 
 pub use options::Options;
 pub use response::Response;

@@ -98,10 +98,7 @@ pub(super) fn symbol(query: &str, abandoned: &dyn Fn() -> bool) -> Response {
 /// [`SYMBOL_TIME`] of work (then a partial answer), and it stops as soon as
 /// `abandoned()` (the client went away, the server stops).
 pub(super) fn symbol_bytes(body: &[u8], abandoned: &dyn Fn() -> bool) -> Response {
-    let addresses: Vec<u64> = body
-        .split(|&b| b == b'+')
-        .filter_map(|word| std::str::from_utf8(word).ok().and_then(parse_address))
-        .collect();
+    let addresses = addresses(body);
     if addresses.len() > MAX_SYMBOL_ADDRESSES {
         return Response::go_error(
             413,
@@ -137,6 +134,15 @@ pub(super) fn symbol_bytes(body: &[u8], abandoned: &dyn Fn() -> bool) -> Respons
         return r.with_header("X-Leakscope-Partial", &why);
     }
     r
+}
+
+/// The addresses of a symbol request: words joined by `+`, each parsed as
+/// [`parse_address`] does; words that are not addresses are skipped, as Go
+/// skips them.
+pub(super) fn addresses(body: &[u8]) -> Vec<u64> {
+    body.split(|&b| b == b'+')
+        .filter_map(|word| std::str::from_utf8(word).ok().and_then(parse_address))
+        .collect()
 }
 
 /// Go's `strconv.ParseUint(word, 0, 64)`: `0x` hex, `0o`/`0` octal, or

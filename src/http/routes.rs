@@ -124,15 +124,10 @@ fn route(method: &str, path_and_query: &str, ctx: &Ctx<'_>) -> Response {
 
 /// `/debug/leakscope/retainers[?format=text|json]`: a retainer scan now.
 fn retainers(query: &str) -> Response {
-    let mut json = false;
-    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-        match (k, v) {
-            ("format", "json") => json = true,
-            ("format", "text") => json = false,
-            ("format", _) => return Response::go_error(400, "format must be text or json"),
-            _ => {}
-        }
-    }
+    let json = match retainers_format(query) {
+        Ok(json) => json,
+        Err(bad) => return bad,
+    };
     match crate::retainers::retainers() {
         Ok(r) if json => {
             let mut body = Vec::new();
@@ -147,6 +142,21 @@ fn retainers(query: &str) -> Response {
         }
         Err(e) => Response::go_error(500, &e.to_string()),
     }
+}
+
+/// `format=json` (true) or `format=text` (false, the default) of a
+/// retainers query, or the 400 for another format.
+pub(super) fn retainers_format(query: &str) -> Result<bool, Response> {
+    let mut json = false;
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match (k, v) {
+            ("format", "json") => json = true,
+            ("format", "text") => json = false,
+            ("format", _) => return Err(Response::go_error(400, "format must be text or json")),
+            _ => {}
+        }
+    }
+    Ok(json)
 }
 
 /// [`respond`] for a `POST` with a body: only `/debug/pprof/symbol` reads

@@ -1,38 +1,38 @@
 //! The built-in server: [`serve`], [`serve_with`], [`Server`].
 //!
-//! Threads, all holding the reentrancy guard for their whole life (nothing
-//! the server does is recorded):
-//! - one accept thread, polling a non-blocking listener so that `stop` needs
-//!   no wake-up connection;
-//! - one thread per connection (at most [`MAX_CONNECTIONS`] at once; when
-//!   they are all taken, the oldest one still sending its request is shut
-//!   down to make room, and only if all are being answered is a new one
-//!   answered 503 at once), which reads one bounded request with
-//!   timeouts, answers it and closes: a stalled client holds only its own
-//!   thread, never the others' requests;
+//! A fixed set of threads, whatever clients do, all holding the reentrancy
+//! guard for their whole life, from their first instruction (`thread.rs`;
+//! nothing the server does is recorded):
+//! - one event-loop thread (`event_loop.rs`) owning the listener and every
+//!   connection: it reads requests and writes answers without ever waiting
+//!   on a client;
+//! - the render pool (`pool.rs`): [`LANE_THREADS`] threads that build the
+//!   answers, in lanes by cost so that cheap answers never queue behind
+//!   expensive ones;
 //! - one history thread, which takes a summary every `history_interval` for
 //!   the dashboard's chart.
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::conn;
+use mio::{Poll, Waker};
+
+use super::event_loop::{EventLoop, WAKER};
+use super::limits::MAX_DELTAS;
 use super::options::Options;
-use super::response::Response;
-use super::shared::{MAX_CONNECTIONS, Shared};
+use super::pool::Pool;
+use super::shared::Shared;
+use super::thread::{self, Thread};
 use crate::Error;
 use crate::recorder::Guard;
 
-/// `seconds=` deltas in progress at once (and one per client address).
-const MAX_DELTAS: usize = 4;
-/// How long the accept thread sleeps when no connection is waiting.
-const ACCEPT_POLL: Duration = Duration::from_millis(10);
-/// How long `stop` waits for connection threads to finish (each notices the
-/// stop within a read or write slice, 200 ms; this is a backstop).
-const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The render pool's threads per lane: light, heavy, symbol, delta.
+const LANE_THREADS: [usize; 4] = [2, 2, 1, MAX_DELTAS];
+/// How long `stop` waits for render threads still busy (a snapshot being
+/// rendered) before leaving them to end on their own: their answers are no
+/// longer wanted, and `stop` returns within a second.
+const STOP_RENDERS: Duration = Duration::from_millis(400);
 
 /// A running built-in server: see [`serve`]. Stopping ([`stop`](Server::stop)
 /// or dropping) ends and joins its threads.
@@ -49,7 +49,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 pub struct Server {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    pool: Option<Arc<Pool>>,
+    /// The event loop and the history thread.
+    threads: Vec<Thread>,
+    workers: Vec<Thread>,
 }
 
 /// Serves `/debug/pprof/*`, the dashboard and `/metrics` (see
@@ -122,28 +125,30 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
             }
         }
         let _ = first;
-        let listener = TcpListener::bind(&addrs[..])?;
-        listener.set_nonblocking(true)?;
+        let listener = bind(&addrs)?;
         let local_addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(options, MAX_DELTAS));
         let mut server = Server {
             local_addr,
             shared: shared.clone(),
+            pool: None,
             threads: Vec::new(),
+            workers: Vec::new(),
         };
         // On an error below, dropping `server` stops what already started.
-        let s = shared.clone();
-        server.threads.push(
-            std::thread::Builder::new()
-                .name("leakscope-http".to_string())
-                .spawn(move || accept_loop(&listener, &s))?,
-        );
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let pool = Arc::new(Pool::new(shared.clone(), waker));
+        server.pool = Some(pool.clone());
+        server.workers = pool.spawn(LANE_THREADS)?;
+        let event_loop = EventLoop::new(poll, listener, pool, shared.clone())?;
+        server
+            .threads
+            .push(thread::spawn(move || event_loop.run())?);
         let s = shared;
-        server.threads.push(
-            std::thread::Builder::new()
-                .name("leakscope-history".to_string())
-                .spawn(move || history_loop(&s))?,
-        );
+        server
+            .threads
+            .push(thread::spawn(move || history_loop(&s))?);
         Ok(server)
     })
 }
@@ -163,9 +168,9 @@ impl Server {
         self.local_addr
     }
 
-    /// Stops the server: no new connections; deltas in progress end with a
-    /// 503; waits for the threads to finish (at most the connection
-    /// timeouts, normally a few milliseconds).
+    /// Stops the server: no new connections; answers being rendered (and
+    /// deltas in progress) end with a 503, answers being sent get a few
+    /// hundred milliseconds to finish; returns within a second.
     ///
     /// # Examples
     ///
@@ -181,16 +186,28 @@ impl Server {
     fn shutdown(&mut self) {
         Guard::run(|| {
             self.shared.stop();
+            if let Some(pool) = &self.pool {
+                pool.stop();
+            }
+            // The event loop ends within a tick and its grace for sends.
             for t in self.threads.drain(..) {
-                if t.join().is_err() {
-                    log::error!("leakscope: an HTTP server thread panicked");
+                t.join();
+            }
+            let deadline = Instant::now() + STOP_RENDERS;
+            while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let mut busy = 0;
+            for w in self.workers.drain(..) {
+                if w.is_finished() {
+                    w.join();
+                } else {
+                    // Left to end on its own after its render.
+                    busy += 1;
                 }
             }
-            let left = self
-                .shared
-                .wait_for_connections(Instant::now() + STOP_GRACE);
-            if left > 0 {
-                log::warn!("leakscope: {left} HTTP connections still open at stop");
+            if busy > 0 {
+                log::debug!("leakscope: {busy} HTTP render threads still busy at stop");
             }
         });
     }
@@ -211,60 +228,37 @@ impl std::fmt::Debug for Server {
     }
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    // Held for the thread's whole life: nothing the server does is recorded.
-    let _guard = Guard::enter();
-    while !shared.stopping() {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                let Some(id) = shared.try_add_connection(&stream) else {
-                    busy(stream);
-                    continue;
-                };
-                let s = shared.clone();
-                // Unnamed: std copies a thread's name on the new thread
-                // before the closure runs (for its stack-overflow message),
-                // where the guard is not yet held, so a name would be
-                // recorded once per connection.
-                let spawned = std::thread::Builder::new().spawn(move || {
-                    let _guard = Guard::enter();
-                    // Last resort: the code does not panic on bad input,
-                    // but a panic must not leak the connection count.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        conn::serve_connection(stream, peer, id, &s)
-                    }));
-                    s.connection_done(id);
-                });
-                if spawned.is_err() {
-                    // The closure (and the stream) was dropped: closed.
-                    shared.connection_done(id);
+/// The listen backlog asked for: as Go, the most the kernel allows (it
+/// caps the request at `net.core.somaxconn`, 4096 by default).
+const BACKLOG: i32 = 4096;
+
+/// The first of `addrs` that binds, as `TcpListener::bind` tries them,
+/// with a listen backlog of [`BACKLOG`] (std's is 128, mio's 1024): a
+/// burst of connections (hundreds of abusive ones reconnecting as they are
+/// evicted) must not fill the queue, where the kernel drops a well-behaved
+/// client's SYN and it retries only a second later.
+fn bind(addrs: &[SocketAddr]) -> std::io::Result<mio::net::TcpListener> {
+    let mut last = None;
+    for a in addrs {
+        match mio::net::TcpListener::bind(*a) {
+            Ok(l) => {
+                #[cfg(unix)]
+                {
+                    use std::os::fd::AsRawFd;
+                    // SAFETY: `listen` on the descriptor `l` owns, which is
+                    // open and listening; calling it again only changes the
+                    // backlog. Failure leaves mio's backlog: ignored.
+                    let _ = unsafe { libc::listen(l.as_raw_fd(), BACKLOG) };
                 }
+                return Ok(l);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(ACCEPT_POLL);
-            }
-            // Out of file descriptors and the like: wait, then try again.
-            Err(_) => std::thread::sleep(ACCEPT_POLL * 10),
+            Err(e) => last = Some(e),
         }
     }
-}
-
-/// Too many connections: a 503 from the accept thread, which must not wait
-/// on this client (a short write timeout; the answer fits a socket buffer).
-fn busy(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    let r = Response::go_error(
-        503,
-        &format!("too many connections (at most {MAX_CONNECTIONS}); try again later"),
-    );
-    let end = Instant::now() + Duration::from_millis(100);
-    let _ = conn::write_response(&mut stream, &r, false, &|| Instant::now() >= end);
-    let _ = stream.flush();
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::InvalidInput.into()))
 }
 
 fn history_loop(shared: &Shared) {
-    let _guard = Guard::enter();
     let interval = shared.options.history_interval_value();
     loop {
         shared.history.record();
