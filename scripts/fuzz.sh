@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh                          # both targets, 60 s each
 #   FUZZ_SECONDS=600 TARGETS=query scripts/fuzz.sh
 #
-# Needs cargo-fuzz (`cargo install cargo-fuzz`). libFuzzer and the
+# Installs cargo-fuzz when it is missing (from crates.io, the version this
+# script was written against, with its own lock file). libFuzzer and the
 # sanitizer are unstable flags: RUSTC_BOOTSTRAP=1 on the stable toolchain,
 # only for these builds (in fuzz/target, apart from the ordinary cache).
 # New inputs found go to a scratch directory, so the committed corpus only
@@ -18,8 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo-fuzz >/dev/null; then
-    echo "cargo-fuzz is missing: cargo install cargo-fuzz" >&2
-    exit 1
+    echo "cargo-fuzz not found: installing it"
+    cargo install --locked cargo-fuzz --version 0.13.2
 fi
 FUZZ_SECONDS=${FUZZ_SECONDS:-60}
 TARGETS=${TARGETS:-"request_head query"}
