@@ -76,8 +76,8 @@ mod imp {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
     use gimli::{
-        BaseAddresses, CfaRule, EhFrame, EhFrameHdr, NativeEndian, Pointer, Register,
-        RegisterRule, UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
+        BaseAddresses, CfaRule, EhFrame, EhFrameHdr, NativeEndian, Pointer, Register, RegisterRule,
+        UnwindContext, UnwindContextStorage, UnwindSection, UnwindTableRow, X86_64,
     };
 
     use super::super::{MAX_DEPTH, Stack, fp, mix};
@@ -336,7 +336,9 @@ mod imp {
                 .phdrs
                 .iter()
                 .find(|p| p.p_type == libc::PT_GNU_EH_FRAME)?;
-            let hdr_addr = self.base.checked_add(usize::try_from(hdr_ph.p_vaddr).ok()?)?;
+            let hdr_addr = self
+                .base
+                .checked_add(usize::try_from(hdr_ph.p_vaddr).ok()?)?;
             let hdr = self.bytes(hdr_addr, usize::try_from(hdr_ph.p_memsz).ok()?)?;
             let bases = BaseAddresses::default().set_eh_frame_hdr(hdr_addr as u64);
             let parsed = EhFrameHdr::new(hdr, NativeEndian).parse(&bases, 8).ok()?;
@@ -394,7 +396,10 @@ mod imp {
             X86_64::RBP => CFA_RBP,
             _ => return None,
         };
-        let cfa = u32::try_from(offset).ok().filter(|o| o % 8 == 0 && o / 8 <= CFA_MAX)? / 8;
+        let cfa = u32::try_from(offset)
+            .ok()
+            .filter(|o| o % 8 == 0 && o / 8 <= CFA_MAX)?
+            / 8;
         let rbp = match row.register(X86_64::RBP) {
             None | Some(RegisterRule::SameValue) => 0,
             Some(RegisterRule::Offset(at)) => {
