@@ -52,9 +52,11 @@
 //! - Forked children: `dl_iterate_phdr` takes the loader's list lock, which
 //!   a child of a multi-threaded parent may inherit held. After a fork
 //!   ([`forked`], from the recorder's `fork` child handler) a miss goes to the
-//!   `backtrace` crate instead (libgcc finds modules without that lock).
+//!   `backtrace` crate instead: the platform unwinder every capture used
+//!   before this walk existed (libgcc finds modules with glibc's lock-free
+//!   `_dl_find_object` where glibc has it, 2.35 on), so a child is no worse
+//!   off than it was. Rules cached before the fork still serve it.
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(super) use imp::{forked, walk};
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -68,8 +70,6 @@ mod imp {
     /// Nothing to forget on this target.
     pub(in super::super) fn forked() {}
 }
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
-pub(super) use imp::{forked, walk};
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod imp {
