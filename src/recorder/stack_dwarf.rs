@@ -12,7 +12,7 @@
 //! that passes through a return address computes its rule from the module's
 //! `.eh_frame_hdr` (binary search) and `.eh_frame` (the FDE's CFA program),
 //! parsed by `gimli`, and stores it, packed with the address into one word,
-//! in a process-wide direct-mapped table of [`SLOTS`] words; every later
+//! in a process-wide direct-mapped table of 4096 words; every later
 //! stack reads the word. A service's sampled stacks pass through a few
 //! hundred distinct return addresses, so after warm-up a frame is one load,
 //! one compare and two stack reads.
@@ -36,7 +36,7 @@
 //!   function's own stack pointer and `hi` the top of the thread's stack
 //!   (`pthread_getattr_np`, cached per thread), is 8-aligned, and each
 //!   frame's canonical frame address must be above the previous one, so the
-//!   walk ends (and at [`MAX_DEPTH`] frames at most).
+//!   walk ends (and at `MAX_DEPTH` frames at most).
 //! - Module reads: only on a miss, only within the `PT_LOAD` segments that
 //!   the loader reports for the module holding the address, during its
 //!   callback.
