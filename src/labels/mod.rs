@@ -46,6 +46,13 @@ use restore::Restore;
 /// });
 /// # drop(cache);
 /// ```
+// Never inlined: the scope is then one frame of its own in every stack it
+// labels, whatever the caller's codegen units (generic code lands in the
+// caller's units by a hash of the crate, so whether it got inlined changed
+// with unrelated edits), and profilers that do not expand inlined frames
+// (`go tool pprof` symbolizing a stripped build's profile later) name it.
+// One call per labelled scope, not per allocation.
+#[inline(never)]
 pub fn with_labels<R>(labels: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
     let id = labels::intern(labels, recorder::current_labels());
     let _restore = Restore(recorder::swap_labels(id));

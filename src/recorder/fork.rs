@@ -87,6 +87,9 @@ extern "C" fn parent() {
     super::registry::unlock();
     super::sites::unlock();
     super::book::unlock_pool();
+    // The loader's own lock may have been copied held: no more
+    // `dl_iterate_phdr` from the stack capture.
+    super::stack::forked();
     restore_guard();
 }
 

@@ -32,7 +32,7 @@ pub(super) struct ThreadState {
     /// xorshift state for the exponential draws; 0 means "not seeded yet".
     pub(super) rng: Cell<u64>,
     /// This thread's stack as `[stack_lo, stack_hi)`, looked up once by the
-    /// frame-pointer unwinder (`stack::thread_stack`): `stack_hi == 0` means
+    /// frame-pointer and cached DWARF unwinders (`stack::fp::thread_stack`): `stack_hi == 0` means
     /// "not looked up yet", `stack_hi == 1` means "the lookup failed". Plain
     /// integers, so the thread-local stays destructor-free.
     pub(super) stack_lo: Cell<usize>,
