@@ -322,7 +322,8 @@ mod tests {
 
     /// The naive oracle: whole years, then whole months, day by day.
     fn naive_stamp(ms: u64) -> String {
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut days = ms / 86_400_000;
         let mut year = 1970;
         while days >= if leap(year) { 366 } else { 365 } {
