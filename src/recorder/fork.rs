@@ -87,9 +87,6 @@ extern "C" fn parent() {
     super::registry::unlock();
     super::sites::unlock();
     super::book::unlock_pool();
-    // The loader's own lock may have been copied held: no more
-    // `dl_iterate_phdr` from the stack capture.
-    super::stack::forked();
     restore_guard();
 }
 
@@ -104,6 +101,10 @@ extern "C" fn child() {
     super::registry::unlock();
     super::sites::unlock();
     super::book::unlock_pool();
+    // The loader's own lock may have been copied held: no more
+    // `dl_iterate_phdr` from the stack capture. (In the child only: the
+    // parent's loader lock is whatever its other threads make of it.)
+    super::stack::forked();
     restore_guard();
 }
 
@@ -116,6 +117,33 @@ fn restore_guard() {
 mod tests {
     use super::super::{guard::STATE, registry};
     use super::install;
+
+    /// The stack capture's "forked" mark is the child's alone: set in the
+    /// parent, every later new return address there would take the slow
+    /// unwinder (it was, once, in the parent handler).
+    #[test]
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn only_the_child_is_marked_forked_for_the_stack_capture() {
+        use super::super::stack::is_forked;
+        install();
+        assert!(!is_forked());
+        // SAFETY: the child only reads an atomic and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: leaves at once, running nothing of the parent's.
+            unsafe { libc::_exit(if is_forked() { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        // SAFETY: our own child, reaped once.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(reaped, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child was not marked forked ({status})"
+        );
+        assert!(!is_forked(), "the parent was marked forked");
+    }
 
     #[test]
     fn a_forked_child_forgets_the_parents_threads() {

@@ -209,6 +209,12 @@ pub(super) fn forked() {
     dwarf::forked();
 }
 
+/// Whether [`forked`] was called in this process.
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+pub(super) fn is_forked() -> bool {
+    dwarf::is_forked()
+}
+
 #[path = "stack_dwarf.rs"]
 mod dwarf;
 

@@ -57,6 +57,8 @@
 //!   `_dl_find_object` where glibc has it, 2.35 on), so a child is no worse
 //!   off than it was. Rules cached before the fork still serve it.
 
+#[cfg(all(test, target_arch = "x86_64", target_os = "linux"))]
+pub(super) use imp::is_forked;
 pub(super) use imp::{forked, walk};
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -126,6 +128,12 @@ mod imp {
     /// Called by the recorder's `fork` child handler.
     pub(in super::super) fn forked() {
         FORKED.store(true, Relaxed);
+    }
+
+    /// Whether this process is a forked child, as far as the walk knows.
+    #[cfg(test)]
+    pub(in super::super) fn is_forked() -> bool {
+        FORKED.load(Relaxed)
     }
 
     /// The instruction pointer, stack pointer and frame pointer at one point
