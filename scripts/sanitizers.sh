@@ -73,8 +73,9 @@ asan() {
     # child's next free that overflows its local quarantine spins in
     # `Quarantine::Drain` (gdb: internal_sched_yield <- LockSlow <- Drain
     # <- Put <- asan_realloc: the child waits on ASan's lock, not ours).
-    # It is ASan's, not leakscope's: a plain Rust program without leakscope,
-    # three threads freeing while the main one forks, hangs the same way
+    # It is ASan's, not leakscope's: a plain Rust program without leakscope
+    # (scripts/asan_fork_repro.rs), three threads freeing while the main one
+    # forks, hangs the same way
     # (3 of 600 children; 0 of 10000 with quarantine_size_mb=0; figures
     # in RELIABILITY.md). Without a quarantine `free` recycles at once and
     # never takes that lock; ASan still checks every access against
