@@ -75,9 +75,8 @@ asan() {
     # <- Put <- asan_realloc: the child waits on ASan's lock, not ours).
     # It is ASan's, not leakscope's: a plain Rust program without leakscope
     # (scripts/asan_fork_repro.rs), three threads freeing while the main one
-    # forks, hangs the same way
-    # (3 of 600 children; 0 of 10000 with quarantine_size_mb=0; figures
-    # in RELIABILITY.md). Without a quarantine `free` recycles at once and
+    # forks, hangs the same way (4 of 800 children; 0 of 10000 with
+    # quarantine_size_mb=0; figures in RELIABILITY.md). Without a quarantine `free` recycles at once and
     # never takes that lock; ASan still checks every access against
     # redzones and freed-chunk state, it only stops holding freed memory
     # back (use-after-free of memory already reused goes unseen here; the
