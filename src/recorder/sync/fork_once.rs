@@ -210,6 +210,63 @@ mod tests {
         assert_eq!(N.load(Relaxed), 1);
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_child_forked_mid_registration_registers_instead_of_waiting() {
+        // A real fork while another thread is inside the registration (a
+        // `std::sync::Once` here: the child waits for ever).
+        static ONCE: ForkOnce = ForkOnce::new();
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let registrant = std::thread::spawn(move || {
+            ONCE.call(|| {
+                started_tx.send(()).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                N.fetch_add(1, Relaxed);
+            });
+        });
+        started_rx.recv().unwrap();
+        // SAFETY: the child only calls `ForkOnce::call` (atomics, `getpid`,
+        // `gettid`, no allocation, no lock) and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            ONCE.call(|| {
+                N.fetch_add(1, Relaxed);
+            });
+            let ok = N.load(Relaxed) == 1 && ONCE.is_completed();
+            // SAFETY: ends the child at once.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let start = std::time::Instant::now();
+        let mut status = 0;
+        let waited = loop {
+            // SAFETY: polls the child just forked.
+            let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if r == pid {
+                break true;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(5) {
+                // SAFETY: kills and reaps our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        registrant.join().unwrap();
+        assert!(waited, "the child waited on its parent's registration");
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "the child did not register: status {status:#x}"
+        );
+        // The parent's own registration finished, once.
+        assert_eq!(N.load(Relaxed), 1);
+        assert!(ONCE.is_completed());
+    }
+
     #[test]
     fn a_child_handler_completes_it() {
         static ONCE: ForkOnce = ForkOnce::new();
