@@ -7,41 +7,38 @@
 //! into the child as a `Once` that stays "running" for ever, with no thread
 //! left to finish it, and the child's first query would wait on it for ever
 //! (seen once in 200 forks of `tests/fork_sampled.rs`, on the first fork).
-//! So the registering process's id is noted first: a child that finds a
-//! registration started by another process registers the handlers itself
-//! (it inherited none of them) instead of waiting.
+//! The recorder's [`ForkOnce`] names the registering thread instead, and
+//! never waits for one that is not alive in the caller's process; each set's
+//! `child` handler tells it that the set came along into the child.
 
-use std::sync::Once;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
+use crate::recorder::ForkOnce;
 
 /// One set of fork handlers, registered at most once per process.
 pub(super) struct AtforkOnce {
-    once: Once,
-    /// The process whose thread started the registration (0: none yet).
-    installer: AtomicU32,
-    /// Set by the first thread of a child that registered directly.
-    child_done: AtomicBool,
+    once: ForkOnce,
 }
 
 impl AtforkOnce {
     pub(super) const fn new() -> Self {
         AtforkOnce {
-            once: Once::new(),
-            installer: AtomicU32::new(0),
-            child_done: AtomicBool::new(false),
+            once: ForkOnce::new(),
         }
     }
 
     /// Registers `prepare`, `parent` and `child` with `pthread_atfork` once
     /// per process, after the recorder's handlers (so that ours run first in
     /// `prepare`: no recorder lock is held while ours are waited for).
+    /// `child` must call [`AtforkOnce::complete_in_child`].
     pub(super) fn install(
         &self,
         prepare: extern "C" fn(),
         parent: extern "C" fn(),
         child: extern "C" fn(),
     ) {
-        self.call(|| {
+        if self.once.is_completed() {
+            return;
+        }
+        self.once.call(|| {
             crate::recorder::install_fork_handlers();
             // SAFETY: the handlers are `extern "C"` functions that never
             // unwind; registering them has no other effect.
@@ -51,61 +48,9 @@ impl AtforkOnce {
         });
     }
 
-    /// Runs `register` once per process; never waits for a registration
-    /// that a thread of a parent process started.
-    pub(super) fn call(&self, register: impl FnOnce()) {
-        if self.once.is_completed() {
-            return;
-        }
-        let me = std::process::id();
-        let who = self.installer.load(Acquire);
-        if who != 0 && who != me {
-            // A forked child whose parent was registering at the fork: no
-            // handler of this set was registered before the fork (the
-            // parent's `pthread_atfork` call was still waiting), so none is
-            // inherited; the lock it guards was not held (the handlers are
-            // registered before their lock is first taken).
-            if !self.child_done.swap(true, AcqRel) {
-                register();
-            }
-            return;
-        }
-        self.once.call_once(|| {
-            self.installer.store(me, Release);
-            register();
-        });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AtforkOnce;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-
-    #[test]
-    fn registers_once() {
-        static ONCE: AtforkOnce = AtforkOnce::new();
-        static N: AtomicUsize = AtomicUsize::new(0);
-        for _ in 0..3 {
-            ONCE.call(|| {
-                N.fetch_add(1, Relaxed);
-            });
-        }
-        assert_eq!(N.load(Relaxed), 1);
-    }
-
-    #[test]
-    fn a_registration_started_by_another_process_is_not_waited_for() {
-        // As a forked child sees it: started (by the parent), never completed.
-        static ONCE: AtforkOnce = AtforkOnce::new();
-        static N: AtomicUsize = AtomicUsize::new(0);
-        ONCE.installer.store(std::process::id() + 1, Relaxed);
-        ONCE.call(|| {
-            N.fetch_add(1, Relaxed);
-        });
-        ONCE.call(|| {
-            N.fetch_add(1, Relaxed);
-        });
-        assert_eq!(N.load(Relaxed), 1, "registered directly, once");
+    /// For the set's `child` handler: it runs in a forked child only if the
+    /// set was registered before the fork.
+    pub(super) fn complete_in_child(&self) {
+        self.once.complete_in_child();
     }
 }

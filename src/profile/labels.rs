@@ -115,11 +115,12 @@ mod fork {
 
     use super::TABLE;
 
+    /// Not a bare `Once`: see `atfork` (a child must never wait on it).
+    static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
+
     /// Registers the fork handlers (once): no thread holds the table's lock
     /// in a forked child.
     pub(super) fn install() {
-        // Not a bare `Once`: see `atfork` (a child must never wait on it).
-        static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
         ONCE.install(prepare, parent, child);
     }
 
@@ -132,6 +133,7 @@ mod fork {
     }
 
     extern "C" fn child() {
+        ONCE.complete_in_child();
         TABLE.lock.reset();
     }
 }

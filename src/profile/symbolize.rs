@@ -88,9 +88,10 @@ mod fork {
 
     use super::{FORKED, SYMBOLS};
 
+    /// Not a bare `Once`: see `atfork` (a child must never wait on it).
+    static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
+
     pub(super) fn install() {
-        // Not a bare `Once`: see `atfork` (a child must never wait on it).
-        static ONCE: super::super::atfork::AtforkOnce = super::super::atfork::AtforkOnce::new();
         ONCE.install(prepare, parent, child);
     }
 
@@ -103,6 +104,7 @@ mod fork {
     }
 
     extern "C" fn child() {
+        ONCE.complete_in_child();
         FORKED.store(true, Relaxed);
         SYMBOLS.lock.reset();
     }

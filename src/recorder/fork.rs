@@ -40,14 +40,17 @@ pub(crate) fn install() {
     }
 }
 
+/// Not a `std::sync::Once`: a forked child must never wait on a
+/// registration a parent thread had started at the fork (see
+/// `sync::ForkOnce`; `child` below tells it when the handlers came along).
 #[cfg(unix)]
-static ONCE: std::sync::Once = std::sync::Once::new();
+static ONCE: sync::ForkOnce = sync::ForkOnce::new();
 
 #[cfg(unix)]
 #[cold]
 #[inline(never)]
 fn install_once() {
-    ONCE.call_once(|| {
+    ONCE.call(|| {
         // SAFETY: the handlers are `extern "C"` functions that never unwind;
         // registering them has no other effect. (glibc may allocate here:
         // the callers hold the guard.)
@@ -94,6 +97,9 @@ extern "C" fn parent() {
 /// other threads, then let every lock go.
 #[cfg(unix)]
 extern "C" fn child() {
+    // This handler runs, so the child has the handlers (registered before
+    // the fork), whatever state of the registration it copied.
+    ONCE.complete_in_child();
     sync::forget_holder();
     super::registry::forget_other_threads();
     super::book::forget_other_threads();

@@ -44,6 +44,7 @@ pub(crate) use guard::Guard;
 pub(crate) use record::{est_bytes, est_count};
 pub(crate) use sampling::current_interval;
 pub(crate) use sites::OTHER_FRAME;
+pub(crate) use sync::ForkOnce;
 pub(crate) use sync::RawSpinLock as SpinLock;
 
 // For the retainer scan (query side, in a forked child for the first two).

@@ -7,7 +7,9 @@
 //!
 //! The child touches no lock of this harness (the blocks it frees are in
 //! atomic slots) and never panics or prints, so a hang can only be the
-//! tracker's (or the C library's).
+//! tracker's (or the C library's, or a sanitizer runtime's: AddressSanitizer
+//! does not hold its quarantine's lock across `fork`, which is why
+//! scripts/sanitizers.sh runs these tests without ASan's quarantine).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};

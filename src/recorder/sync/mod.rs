@@ -1,6 +1,8 @@
 //! The recorder's synchronisation primitives, in one place, owning what they
-//! guard: [`SpinLock<T>`] (the recorder's only lock kind) and the identity of
-//! the thread that holds every tracker lock across a `fork`.
+//! guard: [`SpinLock<T>`] (the recorder's only lock kind), the identity of
+//! the thread that holds every tracker lock across a `fork`, and
+//! [`ForkOnce`], the once-per-process registration of fork handlers that a
+//! forked child never waits on.
 //!
 //! The primitives reach atomics and cells only through the `facade`
 //! module, as tokio does (`tokio/src/loom/`): the loom models
@@ -14,10 +16,12 @@
 //! (`recorder/fork.rs`) use these primitives, never the reverse.
 
 mod facade;
+mod fork_once;
 mod holder;
 mod spin;
 
 pub(crate) use facade::maybe_const_fn;
+pub(crate) use fork_once::ForkOnce;
 pub(crate) use holder::{forget_holder, hold_for_fork};
 pub(crate) use spin::{RawSpinLock, SpinLock};
 
