@@ -467,16 +467,22 @@ impl Snapshot {
                     }
                 }
             }
-            let mut snap = Snapshot::from_sites(
-                sites,
-                self.tracker_bytes,
-                self.sample_interval,
-                self.taken_us,
-                self.time,
-            );
-            snap.folded_stacks = self.folded_stacks;
-            snap
+            self.with_sites(sites)
         })
+    }
+
+    /// A snapshot of other sites taken at this one's time, with its
+    /// tracker figures (a view of this snapshot: filtered or regrouped).
+    fn with_sites(&self, sites: Vec<Site>) -> Snapshot {
+        let mut snap = Snapshot::from_sites(
+            sites,
+            self.tracker_bytes,
+            self.sample_interval,
+            self.taken_us,
+            self.time,
+        );
+        snap.folded_stacks = self.folded_stacks;
+        snap
     }
 
     /// The same report restricted to blocks born at or after `since_us`.
@@ -507,15 +513,7 @@ impl Snapshot {
                     })
                 })
                 .collect();
-            let mut snap = Snapshot::from_sites(
-                sites,
-                self.tracker_bytes,
-                self.sample_interval,
-                self.taken_us,
-                self.time,
-            );
-            snap.folded_stacks = self.folded_stacks;
-            snap
+            self.with_sites(sites)
         })
     }
 }

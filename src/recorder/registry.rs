@@ -138,32 +138,12 @@ fn register_guarded(s: &ThreadState) {
 fn note_identity(s: &ThreadState) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        // SAFETY: `gettid` and `pthread_self` have no preconditions.
-        let (tid, me) = unsafe { (libc::gettid() as u32, libc::pthread_self()) };
+        // SAFETY: `gettid` has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
         let r = &s.remote;
         r.tid.store(tid, Relaxed);
         r.tp.store(thread_pointer(), Relaxed);
-        // SAFETY: `attr` is initialised by a successful `pthread_getattr_np`
-        // before it is read and destroyed exactly once. glibc reads
-        // /proc/self/maps for the main thread with libc's own `malloc`, which
-        // never reaches the Rust global allocator (and we hold the guard).
-        let bounds = unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            if libc::pthread_getattr_np(me, &mut attr) != 0 {
-                (0, 0)
-            } else {
-                let mut addr: *mut libc::c_void = std::ptr::null_mut();
-                let mut size: libc::size_t = 0;
-                let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-                libc::pthread_attr_destroy(&mut attr);
-                let lo = addr as usize;
-                if rc == 0 {
-                    (lo, lo.saturating_add(size))
-                } else {
-                    (0, 0)
-                }
-            }
-        };
+        let bounds = super::stack::current_thread_stack().unwrap_or((0, 0));
         r.stack_lo_reg.store(bounds.0, Relaxed);
         r.stack_hi_reg.store(bounds.1, Relaxed);
     }

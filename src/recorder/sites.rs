@@ -113,14 +113,21 @@ struct Inner {
     any_folded: bool,
 }
 
-static TABLE: SpinLock<Inner> = SpinLock::new(Inner {
-    stacks: Vec::new(),
-    labels: Vec::new(),
-    hashes: Vec::new(),
-    index: Vec::new(),
-    folded: [0; HLL_M],
-    any_folded: false,
-});
+impl Inner {
+    /// An empty table.
+    const fn new() -> Inner {
+        Inner {
+            stacks: Vec::new(),
+            labels: Vec::new(),
+            hashes: Vec::new(),
+            index: Vec::new(),
+            folded: [0; HLL_M],
+            any_folded: false,
+        }
+    }
+}
+
+static TABLE: SpinLock<Inner> = SpinLock::new(Inner::new());
 
 /// The tracker's `max_label_sets`, noted by every recorded event (so the
 /// query side, which interns label sets, knows it); 0 = not seen yet.
@@ -396,14 +403,7 @@ mod tests {
     use super::*;
 
     fn fresh() -> Inner {
-        Inner {
-            stacks: Vec::new(),
-            labels: Vec::new(),
-            hashes: Vec::new(),
-            index: Vec::new(),
-            folded: [0; HLL_M],
-            any_folded: false,
-        }
+        Inner::new()
     }
 
     #[test]

@@ -284,6 +284,29 @@ fn backtrace_walk(stack: &mut Stack) {
     }
 }
 
+/// The calling thread's stack `[lo, hi)` from `pthread_getattr_np`; `None`
+/// if it cannot be known. Not cached: the frame-pointer walk caches it in
+/// the thread state, the registry notes it once per thread.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) fn current_thread_stack() -> Option<(usize, usize)> {
+    // SAFETY: `attr` is initialised by a successful `pthread_getattr_np`
+    // before it is read and destroyed exactly once. glibc reads
+    // /proc/self/maps for the main thread with libc's own `malloc`, which
+    // never reaches the Rust global allocator, so this cannot recurse.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return None;
+        }
+        let mut addr: *mut libc::c_void = std::ptr::null_mut();
+        let mut size: libc::size_t = 0;
+        let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        let lo = addr as usize;
+        (rc == 0 && size > 0).then(|| (lo, lo.saturating_add(size)))
+    }
+}
+
 #[cfg(all(
     any(target_arch = "x86_64", target_arch = "aarch64"),
     any(target_os = "linux", target_os = "android")
@@ -332,23 +355,7 @@ mod fp {
     #[cold]
     #[inline(never)]
     fn lookup() -> Option<(usize, usize)> {
-        // SAFETY: `attr` is initialised by a successful `pthread_getattr_np`
-        // before it is read and destroyed exactly once. glibc reads
-        // /proc/self/maps for the main thread with libc's own `malloc`, which
-        // never reaches the Rust global allocator, so this cannot recurse.
-        let bounds = unsafe {
-            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
-            if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
-                None
-            } else {
-                let mut addr: *mut libc::c_void = std::ptr::null_mut();
-                let mut size: libc::size_t = 0;
-                let rc = libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
-                libc::pthread_attr_destroy(&mut attr);
-                let lo = addr as usize;
-                (rc == 0 && size > 0).then(|| (lo, lo.saturating_add(size)))
-            }
-        };
+        let bounds = super::current_thread_stack();
         let (lo, hi) = bounds.unwrap_or((0, 1));
         let _ = STATE.try_with(|s| {
             s.stack_lo.set(lo);
