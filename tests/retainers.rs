@@ -485,6 +485,46 @@ fn the_monitor_names_a_suspects_holder() {
     assert!(text.contains("held by static retainers::GROWING"), "{text}");
 }
 
+static PER_TENANT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn keep_for(tenant: &str) {
+    leakscope::with_labels(&[("tenant", tenant)], || {
+        PER_TENANT.lock().unwrap().push(vec![5u8; 700]);
+    });
+}
+
+/// One line of code, two tenants: two sites with one owner, told apart in
+/// the text by their labels as well as their ids.
+fn labelled_sites_carry_their_labels_in_the_text() {
+    let _s = serial();
+    thread::spawn(|| {
+        for _ in 0..10 {
+            keep_for("acme");
+            keep_for("globex");
+        }
+        wipe_stack();
+    })
+    .join()
+    .unwrap();
+    let snap = leakscope::snapshot();
+    let r = scan();
+    let text = r.to_string();
+    assert!(text.contains("static retainers::PER_TENANT"), "{text}");
+    for tenant in ["acme", "globex"] {
+        let site = snap
+            .sites()
+            .iter()
+            .find(|s| {
+                s.frames().iter().any(|f| f.function().contains("keep_for"))
+                    && s.labels() == [("tenant".to_string(), tenant.to_string())]
+            })
+            .expect("a site per tenant");
+        let tag = format!("(site {}, tenant={tenant})", site.id());
+        assert!(text.contains(&tag), "no {tag} in:\n{text}");
+    }
+}
+
 #[test]
 fn retainers_in_exact_mode() {
     the_seed_shape_is_reached_exactly_from_its_static();
@@ -496,5 +536,6 @@ fn retainers_in_exact_mode() {
     a_second_concurrent_scan_is_refused_and_a_timeout_is_an_error();
     a_child_out_of_memory_is_an_error();
     the_monitor_names_a_suspects_holder();
+    labelled_sites_carry_their_labels_in_the_text();
     many_scans_while_threads_allocate_leave_no_child_behind();
 }

@@ -80,10 +80,19 @@ impl Dumper {
         if c.max_dumps == Some(0) {
             return bad("max_dumps must be at least 1".into());
         }
-        let limit = c.memory_limit.or_else(cgroup_memory_limit);
+        // Without a limit of its own or of its cgroup, a process is bounded
+        // by the machine's memory: that is where the OOM killer comes for it
+        // (a cgroup limit above it is bounded by it too).
+        let limit = c.memory_limit.or_else(|| {
+            let ram = machine_memory();
+            match (cgroup_memory_limit(), ram) {
+                (Some(l), Some(r)) => Some(l.min(r)),
+                (l, r) => l.or(r),
+            }
+        });
         if !c.near_limit.is_empty() && limit.is_none() {
             return bad(
-                "dump_near_limit needs a memory limit: set memory_limit, or run in a cgroup with one"
+                "dump_near_limit needs a memory limit: set memory_limit (none was found in the cgroup or /proc/meminfo)"
                     .into(),
             );
         }
@@ -261,6 +270,19 @@ pub(super) fn resident_bytes() -> Option<u64> {
     Some(pages * u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096))
 }
 
+/// The machine's physical memory (`MemTotal` of `/proc/meminfo`).
+fn machine_memory() -> Option<u64> {
+    meminfo_total(&std::fs::read_to_string("/proc/meminfo").ok()?)
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn meminfo_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut words = line["MemTotal:".len()..].split_whitespace();
+    let kib: u64 = words.next()?.parse().ok()?;
+    (words.next() == Some("kB")).then(|| kib.saturating_mul(1024))
+}
+
 /// The memory limit of this process's own cgroup: v2 `memory.max`, else v1
 /// `memory.limit_in_bytes`; `None` when unlimited or unknown.
 ///
@@ -319,6 +341,16 @@ fn cgroup_limit_from(cgroups: &str, root: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meminfo_total_in_bytes() {
+        let text = "MemTotal:       24590436 kB\nMemFree:        1000 kB\n";
+        assert_eq!(meminfo_total(text), Some(24_590_436 * 1024));
+        assert_eq!(meminfo_total("MemFree: 1 kB\n"), None);
+        assert_eq!(meminfo_total("MemTotal: x kB\n"), None);
+        assert_eq!(meminfo_total("MemTotal: 12 MB\n"), None);
+        assert!(machine_memory().is_some_and(|b| b > 1 << 20));
+    }
 
     /// The naive oracle: whole years, then whole months, day by day.
     fn naive_stamp(ms: u64) -> String {

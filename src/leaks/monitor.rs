@@ -219,7 +219,10 @@ impl MonitorConfig {
     /// when the resident size falls below it again). The limit is
     /// [`memory_limit`](MonitorConfig::memory_limit) when set, else the
     /// process's own cgroup's (v2 `memory.max`, v1
-    /// `memory.limit_in_bytes`); with neither, [`Monitor::start`] fails.
+    /// `memory.limit_in_bytes`), and with neither, the machine's memory
+    /// (`MemTotal`), which also caps a cgroup limit above it: the same
+    /// binary dumps near its container's limit in production and near the
+    /// machine's on a laptop.
     ///
     /// # Examples
     ///
@@ -236,7 +239,7 @@ impl MonitorConfig {
     }
 
     /// The memory limit that [`dump_near_limit`](MonitorConfig::dump_near_limit)
-    /// measures against, instead of the cgroup's.
+    /// measures against, instead of the cgroup's or the machine's.
     ///
     /// # Examples
     ///

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::Error;
 use crate::profile::{Frame, SiteStack, merge};
 use crate::recorder::{self, Guard};
-use crate::report::text::human;
+use crate::report::text::{human, labels_suffix};
 use roots::RangeKind;
 
 /// What holds memory: where a retainer path starts.
@@ -393,11 +393,11 @@ impl crate::LeakCheck {
                     l.blocks
                 ));
                 for &(s, b) in &l.sites {
-                    let name = r.site(s).map_or_else(|| format!("site {s}"), site_name);
-                    msg.push_str(&format!(
-                        "      {:>10}  {name} (site {s})\n",
-                        human(b as f64)
-                    ));
+                    let name = r.site(s).map_or_else(
+                        || format!("site {s}"),
+                        |x| format!("{} (site {s}{})", site_name(x), labels_suffix(x.labels())),
+                    );
+                    msg.push_str(&format!("      {:>10}  {name}\n", human(b as f64)));
                 }
             }
             panic!("{msg}");
@@ -968,16 +968,17 @@ const TEXT_ROOTS: usize = 10;
 
 impl fmt::Display for Retainers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: HashMap<u32, String> = self
+        // A site is named by its owner and told apart by its id and labels
+        // ("(site 21, tenant=acme)"), as in the snapshot's text report: one
+        // handler's sites for three tenants have the same owner.
+        let names: HashMap<u32, (String, String)> = self
             .sites
             .iter()
-            .map(|s| (s.site_id, site_name(s)))
+            .map(|s| (s.site_id, (site_name(s), labels_suffix(s.labels()))))
             .collect();
-        let name = |id: u32| {
-            names
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| format!("site {id}"))
+        let name = |id: u32| match names.get(&id) {
+            Some((n, l)) => format!("{n} (site {id}{l})"),
+            None => format!("site {id}"),
         };
         writeln!(
             f,
@@ -1003,16 +1004,15 @@ impl fmt::Display for Retainers {
                 if n == 1 { "" } else { "s" }
             )?;
             for &(s, b) in r.sites.iter().take(3) {
-                writeln!(f, "      {:>10}  {} (site {s})", human(b as f64), name(s))?;
+                writeln!(f, "      {:>10}  {}", human(b as f64), name(s))?;
             }
         }
         writeln!(f, "\nLargest sites and their retainer paths:")?;
         for s in self.sites.iter().take(TEXT_SITES) {
             writeln!(
                 f,
-                "  site {} {}: {} live, {} reachable, {} unreachable",
-                s.site_id,
-                site_name(s),
+                "  {}: {} live, {} reachable, {} unreachable",
+                name(s.site_id),
                 human(s.live as f64),
                 human(s.reachable as f64),
                 human(s.unreachable as f64)
@@ -1020,7 +1020,7 @@ impl fmt::Display for Retainers {
             for p in &s.paths {
                 write!(f, "      {:>10}  {}", human(p.bytes as f64), p.root)?;
                 for v in &p.via {
-                    write!(f, " -> {} (site {v})", name(*v))?;
+                    write!(f, " -> {}", name(*v))?;
                 }
                 writeln!(f)?;
             }
@@ -1039,7 +1039,7 @@ impl fmt::Display for Retainers {
                 if l.blocks == 1 { "" } else { "s" }
             )?;
             for &(s, b) in l.sites.iter().take(3) {
-                writeln!(f, "      {:>10}  {} (site {s})", human(b as f64), name(s))?;
+                writeln!(f, "      {:>10}  {}", human(b as f64), name(s))?;
             }
         }
         if self.young > 0 {
