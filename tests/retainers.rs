@@ -485,6 +485,51 @@ fn the_monitor_names_a_suspects_holder() {
     assert!(text.contains("held by static retainers::GROWING"), "{text}");
 }
 
+static SHARED_VEC: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+#[inline(never)]
+fn fill_shared_vec() -> usize {
+    let mut v = SHARED_VEC.lock().unwrap();
+    v.extend(0..1000u64);
+    v.as_ptr() as usize
+}
+
+/// A static's buffer that a thread's stack also points to (a stale word, as
+/// conservative scanning finds them) is still the static's: stacks claim
+/// only what no static or thread-local reaches.
+fn a_static_keeps_what_a_stack_also_points_to() {
+    let _s = serial();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = thread::spawn(move || {
+        let p = black_box(fill_shared_vec());
+        ready_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        black_box(p);
+    });
+    ready_rx.recv().unwrap();
+    let snap = leakscope::snapshot();
+    let buffer = one_site(&snap, "fill_shared_vec");
+    let r = scan();
+    let held = r
+        .roots()
+        .iter()
+        .find(|x| x.root().to_string() == "static retainers::SHARED_VEC")
+        .unwrap_or_else(|| panic!("the static is not a holder:\n{r}"));
+    assert!(held.retained_bytes() >= 8000, "{r}");
+    assert!(held.sites().iter().any(|&(s, _)| s == buffer), "{r}");
+    let site = r.site(buffer).unwrap();
+    assert_eq!(
+        site.paths()[0].root(),
+        &Root::Static {
+            name: "retainers::SHARED_VEC".into()
+        },
+        "{r}"
+    );
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+}
+
 static PER_TENANT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 #[inline(never)]
@@ -537,5 +582,6 @@ fn retainers_in_exact_mode() {
     a_child_out_of_memory_is_an_error();
     the_monitor_names_a_suspects_holder();
     labelled_sites_carry_their_labels_in_the_text();
+    a_static_keeps_what_a_stack_also_points_to();
     many_scans_while_threads_allocate_leave_no_child_behind();
 }

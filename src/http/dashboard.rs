@@ -265,15 +265,17 @@ fn holders_section(h: &mut String, scan: bool) {
                 .sites()
                 .iter()
                 .take(3)
-                .map(|&(id, bytes)| format!("site {id} ({})", human(bytes as f64)))
+                .map(|&(id, bytes)| {
+                    escape(&format!("{}: {}", r.site_title(id), human(bytes as f64)))
+                })
                 .collect::<Vec<_>>()
-                .join(", ");
+                .join("<br>");
             let _ = write!(
                 h,
                 r#"<tr><td>{}</td><td class="num">{}</td><td>{}</td></tr>"#,
                 escape(&root.root().to_string()),
                 escape(&human(root.retained_bytes() as f64)),
-                escape(&sites),
+                sites,
             );
         }
         h.push_str("</table>");

@@ -37,6 +37,9 @@ pub(super) struct RootRange {
     pub(super) start: usize,
     pub(super) end: usize,
     pub(super) per_word: bool,
+    /// A stack: it claims only what no static or thread-local reaches (see
+    /// the owners' pass in [`run`]).
+    pub(super) weak: bool,
 }
 
 pub(super) const KEY_SHIFT: u32 = 40;
@@ -389,6 +392,16 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
         }
         redge_roots.push(((root_keys.len() - 1) as u32, b));
     }
+    // Per root: a stack, or the unsampled heap memory (the key past the
+    // plan's ranges).
+    let weak: Vec<bool> = root_keys
+        .iter()
+        .map(|&k| {
+            plan.ranges
+                .get((k >> KEY_SHIFT) as usize)
+                .is_none_or(|r| r.weak)
+        })
+        .collect();
 
     // Breadth-first from the roots: reachability and the first path to
     // every block, as interned nodes (a root, or a parent node plus a site;
@@ -403,27 +416,35 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
             (nodes.len() - 1) as u32
         })
     };
-    for &(r, b) in &redge_roots {
-        if node_of[b as usize] == NONE {
-            node_of[b as usize] = add(r, bs[b as usize].site, &mut nodes);
-            queue.push(b);
-        }
-    }
+    // Strong roots first, to the end of their reach, then the weak ones:
+    // a block a static reaches gets the static's path even when a stale
+    // word on a stack points at it directly.
     let mut qi = 0;
-    while qi < queue.len() {
-        let b = queue[qi] as usize;
-        qi += 1;
-        let nb = node_of[b];
-        for &t in out_of(b) {
-            let t = t as usize;
-            if node_of[t] == NONE {
-                let site = bs[t].site;
-                node_of[t] = if nodes[nb as usize].1 == site {
-                    nb
-                } else {
-                    add(nb, site, &mut nodes)
-                };
-                queue.push(t as u32);
+    for tier_weak in [false, true] {
+        for &(r, b) in redge_roots
+            .iter()
+            .filter(|(r, _)| weak[*r as usize] == tier_weak)
+        {
+            if node_of[b as usize] == NONE {
+                node_of[b as usize] = add(r, bs[b as usize].site, &mut nodes);
+                queue.push(b);
+            }
+        }
+        while qi < queue.len() {
+            let b = queue[qi] as usize;
+            qi += 1;
+            let nb = node_of[b];
+            for &t in out_of(b) {
+                let t = t as usize;
+                if node_of[t] == NONE {
+                    let site = bs[t].site;
+                    node_of[t] = if nodes[nb as usize].1 == site {
+                        nb
+                    } else {
+                        add(nb, site, &mut nodes)
+                    };
+                    queue.push(t as u32);
+                }
             }
         }
     }
@@ -433,25 +454,48 @@ pub(super) fn run(plan: &Plan) -> Option<Vec<u64>> {
     // children are the roots) exactly when r is the only root it is
     // reachable from, since no root is reachable from a block: so this is
     // the dominator tree's retained size per root, in O(edges).
+    //
+    // In two tiers: the strong roots (statics, module words, thread-locals)
+    // over the whole graph, then the weak ones (stacks, registers, unsampled
+    // heap memory) over what no strong root reaches. Conservative scanning
+    // finds stale words mostly on stacks and in freed heap memory; with one
+    // tier, one stale word pointing at a static's `Vec` buffer made the
+    // buffer "shared" and the static retained nothing (a trial service's
+    // `static AUDIT_LOG` vanished from the holders between two scans).
     let mut owner = vec![NONE; n];
     let mut work: Vec<u32> = Vec::new();
-    let set = |b: usize, o: u32, owner: &mut Vec<u32>, work: &mut Vec<u32>| {
-        let cur = owner[b];
-        if cur == NONE {
-            owner[b] = o;
-            work.push(b as u32);
-        } else if cur != o && cur != MANY {
-            owner[b] = MANY;
-            work.push(b as u32);
+    let mut strong_reach = vec![false; n];
+    let set =
+        |b: usize, o: u32, owner: &mut Vec<u32>, work: &mut Vec<u32>, strong_reach: &[bool]| {
+            if strong_reach[b] {
+                return;
+            }
+            let cur = owner[b];
+            if cur == NONE {
+                owner[b] = o;
+                work.push(b as u32);
+            } else if cur != o && cur != MANY {
+                owner[b] = MANY;
+                work.push(b as u32);
+            }
+        };
+    for tier_weak in [false, true] {
+        if tier_weak {
+            for (b, o) in owner.iter().enumerate() {
+                strong_reach[b] = *o != NONE;
+            }
         }
-    };
-    for &(r, b) in &redge_roots {
-        set(b as usize, r, &mut owner, &mut work);
-    }
-    while let Some(b) = work.pop() {
-        let o = owner[b as usize];
-        for &t in out_of(b as usize) {
-            set(t as usize, o, &mut owner, &mut work);
+        for &(r, b) in redge_roots
+            .iter()
+            .filter(|(r, _)| weak[*r as usize] == tier_weak)
+        {
+            set(b as usize, r, &mut owner, &mut work, &strong_reach);
+        }
+        while let Some(b) = work.pop() {
+            let o = owner[b as usize];
+            for &t in out_of(b as usize) {
+                set(t as usize, o, &mut owner, &mut work, &strong_reach);
+            }
         }
     }
 

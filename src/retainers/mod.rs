@@ -393,10 +393,7 @@ impl crate::LeakCheck {
                     l.blocks
                 ));
                 for &(s, b) in &l.sites {
-                    let name = r.site(s).map_or_else(
-                        || format!("site {s}"),
-                        |x| format!("{} (site {s}{})", site_name(x), labels_suffix(x.labels())),
-                    );
+                    let name = r.site_title(s);
                     msg.push_str(&format!("      {:>10}  {name}\n", human(b as f64)));
                 }
             }
@@ -961,6 +958,18 @@ fn site_name(s: &SiteRetainers) -> String {
     )
 }
 
+impl Retainers {
+    /// A site as the reports name it: its owner, id and labels
+    /// (`app::remember (site 21, tenant=acme)`); one handler's sites for
+    /// three tenants share the owner.
+    pub(crate) fn site_title(&self, id: u32) -> String {
+        match self.site(id) {
+            Some(s) => format!("{} (site {id}{})", site_name(s), labels_suffix(s.labels())),
+            None => format!("site {id}"),
+        }
+    }
+}
+
 /// Sites shown with their paths in the text report.
 const TEXT_SITES: usize = 10;
 /// Roots shown in the text report.
@@ -968,18 +977,7 @@ const TEXT_ROOTS: usize = 10;
 
 impl fmt::Display for Retainers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A site is named by its owner and told apart by its id and labels
-        // ("(site 21, tenant=acme)"), as in the snapshot's text report: one
-        // handler's sites for three tenants have the same owner.
-        let names: HashMap<u32, (String, String)> = self
-            .sites
-            .iter()
-            .map(|s| (s.site_id, (site_name(s), labels_suffix(s.labels()))))
-            .collect();
-        let name = |id: u32| match names.get(&id) {
-            Some((n, l)) => format!("{n} (site {id}{l})"),
-            None => format!("site {id}"),
-        };
+        let name = |id: u32| self.site_title(id);
         writeln!(
             f,
             "Who holds the heap ({} mode: {} blocks, {} scanned in {:.0?}, fork pause {:.1?})",

@@ -156,10 +156,14 @@ pub(super) fn plan(threads: &[recorder::ThreadInfo]) -> (Vec<RootRange>, Vec<Ran
     let mut push = |start: usize, end: usize, kind: RangeKind, ranges: &mut Vec<RootRange>| {
         if start < end {
             let per_word = matches!(kind, RangeKind::Words { .. });
+            // A stack holds stale words of dead frames; statics and
+            // thread-locals hold what the program keeps on purpose.
+            let weak = matches!(kind, RangeKind::Stack(_));
             ranges.push(RootRange {
                 start,
                 end,
                 per_word,
+                weak,
             });
             kinds.push(kind);
         }
