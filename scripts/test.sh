@@ -10,17 +10,23 @@ cd "$(dirname "$0")/.."
 # the dashboard. Debian/Ubuntu package names.
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-updated=""
+missing=()
 need() { # need COMMAND PACKAGE WHY
     if ! command -v "$1" >/dev/null 2>&1; then
         echo "$1 not found: installing $2 (needed by the $3 tests)"
-        if [ -z "$updated" ]; then $SUDO apt-get update; updated=1; fi
-        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "$2"
+        missing+=("$2")
     fi
 }
 need go golang-go "pprof export and endpoint"
 need prometheus prometheus "Prometheus scrape"
 need chromium chromium "dashboard"
+if [ "${#missing[@]}" -gt 0 ]; then
+    # One update and one install for all of them (one dpkg run). Starting
+    # the Debian prometheus service at install is harmless; the tests run
+    # their own server on a port of their own.
+    $SUDO apt-get update
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi
 go version
 prometheus --version 2>&1 | head -n 1
 chromium --version
