@@ -275,3 +275,20 @@ fn one_delta_per_client_and_prompt_stop() {
     drop(server);
     assert!(refused(addr), "still accepting after drop");
 }
+
+/// The server's threads are named, so `top -H` and `/proc/<pid>/task` tell
+/// them apart from the service's own.
+#[cfg(target_os = "linux")]
+#[test]
+fn server_threads_are_named() {
+    let server = serve("127.0.0.1:0").unwrap();
+    let names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect();
+    for want in ["leakscope-http", "leakscope-rendr", "leakscope-hist"] {
+        assert!(names.iter().any(|n| n == want), "no {want} in {names:?}");
+    }
+    server.stop();
+}

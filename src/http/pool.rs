@@ -141,7 +141,7 @@ impl Pool {
         for (lane, &n) in threads.iter().enumerate() {
             for _ in 0..n {
                 let pool = self.clone();
-                match thread::spawn(move || pool.work(lane)) {
+                match thread::spawn(c"leakscope-rendr", move || pool.work(lane)) {
                     Ok(h) => handles.push(h),
                     Err(e) => {
                         self.stop();

@@ -144,11 +144,11 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: Options) -> Result<Server, 
         let event_loop = EventLoop::new(poll, listener, pool, shared.clone())?;
         server
             .threads
-            .push(thread::spawn(move || event_loop.run())?);
+            .push(thread::spawn(c"leakscope-http", move || event_loop.run())?);
         let s = shared;
         server
             .threads
-            .push(thread::spawn(move || history_loop(&s))?);
+            .push(thread::spawn(c"leakscope-hist", move || history_loop(&s))?);
         Ok(server)
     })
 }

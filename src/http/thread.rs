@@ -8,10 +8,13 @@
 //! a thread per connection, +1406 at one site). Here the thread is a plain
 //! `pthread_create` whose start routine takes the guard first thing. What
 //! such a thread does not get from std: its stack-overflow message (an
-//! overflow is a plain SIGSEGV, as in a C thread) and a name.
+//! overflow is a plain SIGSEGV, as in a C thread); its name is set here
+//! (on Linux, `pthread_setname_np`, so `top -H` and `/proc/<pid>/task`
+//! tell the server's threads apart from the service's).
 //!
 //! Elsewhere than Unix, std's threads (and their trace) are used.
 
+use std::ffi::CStr;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,17 +40,24 @@ pub(super) struct Thread {
 /// end.
 #[cfg(unix)]
 struct Start {
+    name: &'static CStr,
     f: Box<dyn FnOnce() + Send>,
     done: Arc<AtomicBool>,
 }
 
-/// Starts `f` on a new thread that holds the guard for its whole life.
-/// A panic in `f` ends the thread (it is caught, never crosses into C).
-pub(super) fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<Thread> {
+/// Starts `f` on a new thread named `name` (at most 15 bytes, the kernel's
+/// limit) that holds the guard for its whole life. A panic in `f` ends the
+/// thread (it is caught, never crosses into C).
+pub(super) fn spawn(name: &'static CStr, f: impl FnOnce() + Send + 'static) -> io::Result<Thread> {
+    debug_assert!(
+        name.to_bytes().len() <= 15,
+        "thread names are cut at 15 bytes"
+    );
     let done = Arc::new(AtomicBool::new(false));
     #[cfg(unix)]
     {
         let arg = Box::into_raw(Box::new(Start {
+            name,
             f: Box::new(f),
             done: done.clone(),
         }));
@@ -78,13 +88,15 @@ pub(super) fn spawn(f: impl FnOnce() + Send + 'static) -> io::Result<Thread> {
     #[cfg(not(unix))]
     {
         let d = done.clone();
-        let handle = std::thread::Builder::new().spawn(move || {
-            let _guard = Guard::enter();
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                log::error!("leakscope: an HTTP server thread panicked");
-            }
-            d.store(true, Ordering::Release);
-        })?;
+        let handle = std::thread::Builder::new()
+            .name(name.to_string_lossy().into_owned())
+            .spawn(move || {
+                let _guard = Guard::enter();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                    log::error!("leakscope: an HTTP server thread panicked");
+                }
+                d.store(true, Ordering::Release);
+            })?;
         Ok(Thread {
             handle: Some(handle),
             done,
@@ -99,7 +111,15 @@ extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: `arg` is the `Box<Start>` leaked by `spawn` for this thread
     // alone.
     let start = unsafe { Box::from_raw(arg.cast::<Start>()) };
-    let Start { f, done } = *start;
+    let Start { name, f, done } = *start;
+    // SAFETY: `name` is a nul-terminated string of at most 15 bytes (plus
+    // the nul), as the call requires; it names the calling thread.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
     // Unwinding must not cross this `extern "C"` frame.
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
         log::error!("leakscope: an HTTP server thread panicked");
