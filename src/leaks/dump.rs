@@ -24,6 +24,9 @@ pub(super) struct DumpConfig {
 
 /// Dumps kept when `max_dumps` is not set.
 pub(super) const DEFAULT_MAX_DUMPS: usize = 16;
+/// The fractions of the memory limit dumped at when `dump_dir` is set
+/// without a trigger.
+pub(super) const DEFAULT_NEAR_LIMIT: [f64; 2] = [0.8, 0.9];
 
 /// File names: `heap-<UTC time, 20261204T221530.123Z>-<seq>-<reason>.pb.gz`:
 /// readable, free of `:` (which some file systems and `scp` refuse), and of
@@ -66,13 +69,17 @@ impl Dumper {
         if !cfg!(feature = "pprof") {
             return bad("dump_dir needs the `pprof` feature (dumps are pprof profiles)".into());
         }
-        if c.on_new_high.is_none() && c.near_limit.is_empty() {
-            return bad("dump_dir is set but neither dump_on_new_high nor dump_near_limit".into());
-        }
+        // `dump_dir` alone turns the black box on: near the memory limit,
+        // where the OOM killer comes.
+        let near_limit: &[f64] = if c.on_new_high.is_none() && c.near_limit.is_empty() {
+            &DEFAULT_NEAR_LIMIT
+        } else {
+            &c.near_limit
+        };
         if c.on_new_high == Some(0) {
             return bad("dump_on_new_high must be greater than zero".into());
         }
-        if let Some(f) = c.near_limit.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
+        if let Some(f) = near_limit.iter().find(|f| !(**f > 0.0 && **f <= 1.0)) {
             return bad(format!(
                 "dump_near_limit fractions must be in (0, 1], got {f}"
             ));
@@ -90,7 +97,7 @@ impl Dumper {
                 (l, r) => l.or(r),
             }
         });
-        if !c.near_limit.is_empty() && limit.is_none() {
+        if !near_limit.is_empty() && limit.is_none() {
             return bad(
                 "dump_near_limit needs a memory limit: set memory_limit (none was found in the cgroup or /proc/meminfo)"
                     .into(),
@@ -101,7 +108,7 @@ impl Dumper {
         let probe = dir.join(format!(".leakscope-probe-{}", std::process::id()));
         std::fs::write(&probe, b"probe")?;
         std::fs::remove_file(&probe)?;
-        let mut near: Vec<(f64, bool)> = c.near_limit.iter().map(|&f| (f, true)).collect();
+        let mut near: Vec<(f64, bool)> = near_limit.iter().map(|&f| (f, true)).collect();
         near.sort_by(|a, b| a.0.total_cmp(&b.0));
         near.dedup_by(|a, b| a.0 == b.0);
         Ok(Some(Dumper {
@@ -439,6 +446,16 @@ mod tests {
         };
         assert!(Dumper::new(&ok).unwrap().is_some());
         assert!(Dumper::new(&DumpConfig::default()).unwrap().is_none());
+        // `dump_dir` alone: dumps near the memory limit, at 80% and 90%.
+        let alone = Dumper::new(&DumpConfig {
+            dir: Some(dir.clone()),
+            memory_limit: Some(1 << 30),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(alone.near, vec![(0.8, true), (0.9, true)]);
+        assert_eq!(alone.on_new_high, None);
         for (c, what) in [
             (
                 DumpConfig {
@@ -477,13 +494,6 @@ mod tests {
                     ..ok.clone()
                 },
                 "max_dumps",
-            ),
-            (
-                DumpConfig {
-                    on_new_high: None,
-                    ..ok.clone()
-                },
-                "neither",
             ),
         ] {
             let e = Dumper::new(&c).unwrap_err();

@@ -171,8 +171,8 @@ impl MonitorConfig {
     /// pprof profile (`.pb.gz`, for `go tool pprof`) and the text report
     /// beside it (`.txt`) into `dir` on the triggers set with
     /// [`dump_on_new_high`](MonitorConfig::dump_on_new_high) and
-    /// [`dump_near_limit`](MonitorConfig::dump_near_limit) (at least one is
-    /// needed). Names carry the time and the reason:
+    /// [`dump_near_limit`](MonitorConfig::dump_near_limit); with neither,
+    /// near the memory limit, at 80% and 90% of it. Names carry the time and the reason:
     /// `heap-<UTC time>-<seq>-<reason>.pb.gz`, such as
     /// `heap-20261204T221530.123Z-0001-new-high.pb.gz`, so they sort by time.
     /// Each file is written to a temporary name and renamed, so a kill mid-write (the OOM killer)
