@@ -91,11 +91,10 @@ impl Dumper {
         // by the machine's memory: that is where the OOM killer comes for it
         // (a cgroup limit above it is bounded by it too).
         let limit = c.memory_limit.or_else(|| {
-            let ram = machine_memory();
-            match (cgroup_memory_limit(), ram) {
-                (Some(l), Some(r)) => Some(l.min(r)),
-                (l, r) => l.or(r),
-            }
+            [cgroup_memory_limit(), machine_memory()]
+                .into_iter()
+                .flatten()
+                .min()
         });
         if !near_limit.is_empty() && limit.is_none() {
             return bad(

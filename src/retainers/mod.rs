@@ -963,11 +963,19 @@ impl Retainers {
     /// (`app::remember (site 21, tenant=acme)`); one handler's sites for
     /// three tenants share the owner.
     pub(crate) fn site_title(&self, id: u32) -> String {
-        match self.site(id) {
-            Some(s) => format!("{} (site {id}{})", site_name(s), labels_suffix(s.labels())),
-            None => format!("site {id}"),
-        }
+        self.site(id)
+            .map_or_else(|| format!("site {id}"), site_title)
     }
+}
+
+/// [`Retainers::site_title`] of a site at hand.
+fn site_title(s: &SiteRetainers) -> String {
+    format!(
+        "{} (site {}{})",
+        site_name(s),
+        s.site_id,
+        labels_suffix(s.labels())
+    )
 }
 
 /// Sites shown with their paths in the text report.
@@ -1010,7 +1018,7 @@ impl fmt::Display for Retainers {
             writeln!(
                 f,
                 "  {}: {} live, {} reachable, {} unreachable",
-                name(s.site_id),
+                site_title(s),
                 human(s.live as f64),
                 human(s.reachable as f64),
                 human(s.unreachable as f64)
