@@ -13,7 +13,8 @@
 //! than the server's 512 connections. And the symbol service under abuse
 //! on its own: huge bodies, too many addresses, bad lengths, a client that
 //! hangs up mid-body, all answered at once (413/400/408 with a one-line
-//! reason) or dropped, and the server still answers.
+//! reason) or dropped, and the server still answers. And symbol requests
+//! whose clients wait for the answers, while `/metrics` needs new symbols.
 
 #![cfg(all(feature = "http", target_os = "linux"))]
 
@@ -89,6 +90,18 @@ fn tasks() -> HashSet<u64> {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The server's threads: those named `leakscope-…` (the test harness
+/// starts threads of its own for the next tests while one runs).
+fn server_threads() -> HashSet<u64> {
+    tasks()
+        .into_iter()
+        .filter(|t| {
+            std::fs::read_to_string(format!("/proc/self/task/{t}/comm"))
+                .is_ok_and(|name| name.starts_with("leakscope-"))
+        })
         .collect()
 }
 
@@ -272,11 +285,22 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn a_good_client_is_answered_through_every_abuse_at_once() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     raise_fd_limit();
-    let before = tasks();
+    let before = server_threads().len();
     let server = leakscope::http::serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
-    let server_tids: HashSet<u64> = tasks().difference(&before).copied().collect();
-    let threads_serving = tasks().len();
+    // The server's threads name themselves as they start: wait until they
+    // all have.
+    let mut server_tids = server_threads();
+    let mut stable = Instant::now();
+    while stable.elapsed() < Duration::from_millis(300) {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = server_threads();
+        if now != server_tids {
+            server_tids = now;
+            stable = Instant::now();
+        }
+    }
+    let threads_serving = server_tids.len();
     let rss_before = rss();
     let post = symbol_post(&code_addresses(8192));
     let done = AtomicBool::new(false);
@@ -317,7 +341,7 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
                 }
                 other => eprintln!("request {asked}: {other:?} after {:?}", t.elapsed()),
             }
-            max_threads = max_threads.max(tasks().len());
+            max_threads = max_threads.max(server_threads().len());
             max_rss = max_rss.max(rss());
             std::thread::sleep(Duration::from_millis(200).saturating_sub(t.elapsed()));
         }
@@ -340,10 +364,9 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
         (ok, asked, max_threads, max_rss, cpu)
     });
     eprintln!(
-        "all abuse at once: {ok}/{asked} answered within 1 s; threads {} before serve, \
-         {threads_serving} serving, at most {max_threads} under abuse ({ABUSERS} of them the \
-         abusers'); RSS {} -> at most {} MiB; server threads {:.0}% of a core",
-        before.len(),
+        "all abuse at once: {ok}/{asked} answered within 1 s; server threads {before} before \
+         serve, {threads_serving} serving, at most {max_threads} under abuse; RSS {} -> at most \
+         {} MiB; server threads {:.0}% of a core",
         rss_before >> 20,
         max_rss >> 20,
         cpu * 100.0
@@ -356,7 +379,7 @@ fn a_good_client_is_answered_through_every_abuse_at_once() {
     // replaced answered 2 of 10 within 1 s here, far below the margin.
     assert!(ok * 100 >= asked * 80, "{ok}/{asked} answered within 1 s");
     assert!(
-        max_threads <= threads_serving + ABUSERS,
+        max_threads <= threads_serving,
         "the server started threads under abuse: {threads_serving} -> {max_threads}"
     );
     assert!(
@@ -502,4 +525,69 @@ fn symbol_posts_are_bounded_and_the_server_stays_answerable() {
         "stop took {:?}",
         t.elapsed()
     );
+}
+
+/// Leaks a buffer from a function of its own (one per `N`): a new site,
+/// whose stack the next snapshot must symbolize.
+#[inline(never)]
+fn leak_at<const N: usize>() -> usize {
+    let v: &'static mut Vec<u8> = Box::leak(Box::new(Vec::with_capacity(100_000 + N)));
+    std::hint::black_box(v.as_ptr() as usize)
+}
+
+/// Symbol requests that wait for their answers (up to 5 s of lookups
+/// each, one symbol-lock hold per address) while `/metrics` needs new
+/// symbols each time it is asked: the lookups let it in between two
+/// addresses. Without that, the lookup loop took the lock back before the
+/// woken `/metrics` ran, and `/metrics` took 2 to 5 s.
+#[test]
+fn patient_symbol_posts_do_not_starve_metrics_that_needs_new_symbols() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = leakscope::http::serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    let post = symbol_post(&code_addresses(8192));
+    let done = AtomicBool::new(false);
+    let new_sites: [fn() -> usize; 20] = [
+        leak_at::<1>,
+        leak_at::<2>,
+        leak_at::<3>,
+        leak_at::<4>,
+        leak_at::<5>,
+        leak_at::<6>,
+        leak_at::<7>,
+        leak_at::<8>,
+        leak_at::<9>,
+        leak_at::<10>,
+        leak_at::<11>,
+        leak_at::<12>,
+        leak_at::<13>,
+        leak_at::<14>,
+        leak_at::<15>,
+        leak_at::<16>,
+        leak_at::<17>,
+        leak_at::<18>,
+        leak_at::<19>,
+        leak_at::<20>,
+    ];
+    let answered = std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| symbol_flood(addr, 2, &post, Duration::from_secs(10), &done));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let mut answered = 0;
+        for leak in new_sites {
+            leak();
+            let t = Instant::now();
+            if get_within(addr, "/metrics", Duration::from_secs(1)) == Some(200) {
+                answered += 1;
+            }
+            eprintln!("/metrics with a new site: {:?}", t.elapsed());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done.store(true, Relaxed);
+        answered
+    });
+    // The issue's bar: 95% within 1 s.
+    assert!(answered >= 19, "{answered} of 20 answered within 1 s");
+    server.stop();
 }

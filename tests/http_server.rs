@@ -276,6 +276,64 @@ fn one_delta_per_client_and_prompt_stop() {
     assert!(refused(addr), "still accepting after drop");
 }
 
+/// Sends `request` and the end of the stream in one segment, then closes:
+/// the server reads the whole request and the end together, and gets no
+/// later readiness event for the end (its poll is edge-triggered).
+#[cfg(target_os = "linux")]
+fn send_and_hang_up(addr: SocketAddr, request: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let mut s = TcpStream::connect(addr).unwrap();
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket and a valid `int` option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "TCP_CORK: {}", std::io::Error::last_os_error());
+    // Accepted and waiting for a request by then: the request and its end
+    // arrive as one readiness event.
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(request).unwrap();
+    // Flushes the corked request with the FIN.
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
+/// A client that hangs up while its delta runs frees its place at once, even
+/// when the hang-up arrived with the request itself: a `curl` interrupted
+/// and run again is answered, not told that a delta is in progress for
+/// the rest of the first one's `seconds`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_client_that_hangs_up_frees_its_delta() {
+    let server = serve("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    send_and_hang_up(
+        addr,
+        b"GET /debug/pprof/heap?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let r = get(addr, "/debug/pprof/heap?seconds=1");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    server.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t.elapsed()
+    );
+}
+
 /// The server's threads are named, so `top -H` and `/proc/<pid>/task` tell
 /// them apart from the service's own.
 #[cfg(target_os = "linux")]

@@ -19,9 +19,11 @@ pub(super) struct Ctx<'a> {
     pub(super) deltas: &'a Deltas,
     /// The client, for the one-delta-per-client rule (`None`: unknown).
     pub(super) client: Option<IpAddr>,
-    /// Sleeps for a delta profile; `false` when the server is stopping.
+    /// Sleeps for a delta profile; `false` when the answer is no longer
+    /// wanted (see `abandoned`), which ends the sleep early.
     pub(super) sleep: &'a (dyn Fn(Duration) -> bool + Sync),
     /// Whether the answer is no longer wanted (the client went away, or the
-    /// server is stopping): long work (the symbol service) checks it.
+    /// server is stopping): long work (the symbol service, a delta's sleep)
+    /// checks it.
     pub(super) abandoned: &'a (dyn Fn() -> bool + Sync),
 }

@@ -598,7 +598,11 @@ impl EventLoop {
                 cancel,
             },
         );
-        Next::Keep
+        // The poll is edge-triggered and the request was read only up to
+        // its end: a hang-up that came with it (or before this read) will
+        // not be signalled again, so look for it now, or an abandoned
+        // symbol lookup or delta would run its whole course.
+        self.watch(i)
     }
 
     /// A connection waiting for its answer: if the client closes (or sends

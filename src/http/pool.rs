@@ -227,8 +227,8 @@ impl Pool {
     fn render(&self, job: &Job) -> Response {
         let shared = &*self.shared;
         let cancel = &*job.cancel;
-        let sleep = |d: Duration| shared.sleep(d);
         let abandoned = || cancel.load(Ordering::Relaxed) || shared.stopping();
+        let sleep = |d: Duration| shared.sleep(d, &abandoned);
         let ctx = Ctx {
             max_seconds: shared.options.max_seconds_value(),
             top_sites: shared.options.top_sites_value(),

@@ -55,6 +55,7 @@ pub(super) fn profile(kind: Kind, query: &str, ctx: &Ctx<'_>) -> Response {
             };
             let base = snapshot();
             if !(ctx.sleep)(Duration::from_secs(secs)) {
+                // Stopping, or the client left (then nobody reads this).
                 return Response::go_error(503, "server is shutting down");
             }
             (snapshot(), Some(base), format!("{}-delta", kind.name()))

@@ -262,7 +262,7 @@ fn history_loop(shared: &Shared) {
     let interval = shared.options.history_interval_value();
     loop {
         shared.history.record();
-        if !shared.sleep(interval) {
+        if !shared.sleep(interval, &|| false) {
             return;
         }
     }

@@ -10,6 +10,9 @@ use super::history::History;
 use super::limits::Deltas;
 use super::options::Options;
 
+/// How often a sleeping delta looks whether its client went away.
+const ABANDON_CHECK: Duration = Duration::from_millis(100);
+
 /// What the server's threads share.
 pub(super) struct Shared {
     pub(super) options: Options,
@@ -50,12 +53,17 @@ impl Shared {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Sleeps `d`, or less if the server stops; `false` if it stopped.
-    pub(super) fn sleep(&self, d: Duration) -> bool {
+    /// Sleeps `d`, or less if the server stops or `abandoned()` (the
+    /// client went away); `false` if it ended early.
+    ///
+    /// The stop wakes the sleeper; a client's hang-up is a flag the event
+    /// loop sets, looked at every [`ABANDON_CHECK`] (a wake-up per delta in
+    /// progress, of which there are at most a handful).
+    pub(super) fn sleep(&self, d: Duration, abandoned: &dyn Fn() -> bool) -> bool {
         let deadline = Instant::now() + d;
         let mut s = self.lock();
         loop {
-            if *s {
+            if *s || abandoned() {
                 return false;
             }
             let now = Instant::now();
@@ -64,7 +72,7 @@ impl Shared {
             }
             s = self
                 .changed
-                .wait_timeout(s, deadline - now)
+                .wait_timeout(s, (deadline - now).min(ABANDON_CHECK))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }

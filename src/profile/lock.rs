@@ -19,12 +19,18 @@
 //! targets without futexes, waiters back off with short sleeps instead.
 
 use std::sync::atomic::{AtomicU32, Ordering::*};
+use std::time::{Duration, Instant};
 
 pub(crate) struct BlockingLock(AtomicU32);
 
 const FREE: u32 = 0;
 const HELD: u32 = 1;
 const CONTENDED: u32 = 2;
+
+/// How long [`BlockingLock::release_to_waiter`] leaves the lock to the
+/// waiter it woke (a wake-up takes tens of microseconds on an idle core;
+/// a loaded machine may take longer, and then the releaser goes on).
+const HANDOFF_WAIT: Duration = Duration::from_millis(5);
 
 impl BlockingLock {
     /// A free lock.
@@ -77,6 +83,23 @@ impl BlockingLock {
         }
     }
 
+    /// Releases the lock and, if that woke a waiter, gives the waiter up to
+    /// [`HANDOFF_WAIT`] to take it before returning.
+    ///
+    /// For a thread that takes the lock again at once, in a loop of short
+    /// holds (the symbol service's lookups, one per address for up to
+    /// seconds): the lock is not fair, and such a thread takes it back
+    /// before the woken waiter has run, for as long as its loop lasts (the
+    /// endpoint's `/metrics` waited 2 to 5 s behind two symbol requests).
+    pub(crate) fn release_to_waiter(&self) {
+        if self.0.swap(FREE, Release) == CONTENDED && futex_wake_one(&self.0) {
+            let deadline = Instant::now() + HANDOFF_WAIT;
+            while self.0.load(Relaxed) == FREE && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
     /// Marks the lock free: for a forked child, whose only thread is the
     /// one that took it in `prepare`.
     pub(crate) fn reset(&self) {
@@ -86,6 +109,15 @@ impl BlockingLock {
 
 /// Holds a [`BlockingLock`] until dropped.
 pub(crate) struct BlockingGuard<'a>(&'a BlockingLock);
+
+impl BlockingGuard<'_> {
+    /// Releases the lock as [`BlockingLock::release_to_waiter`] does.
+    pub(crate) fn release_to_waiter(self) {
+        let lock = self.0;
+        std::mem::forget(self);
+        lock.release_to_waiter();
+    }
+}
 
 impl Drop for BlockingGuard<'_> {
     fn drop(&mut self) {
@@ -111,18 +143,19 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
-/// Wakes one thread sleeping on `word`.
+/// Wakes one thread sleeping on `word`; whether there was one.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn futex_wake_one(word: &AtomicU32) {
+fn futex_wake_one(word: &AtomicU32) -> bool {
     // SAFETY: FUTEX_WAKE only uses the address as a key.
-    unsafe {
+    let woken = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
             1,
-        );
-    }
+        )
+    };
+    woken > 0
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
@@ -132,8 +165,11 @@ fn futex_wait(word: &AtomicU32, expected: u32) {
     }
 }
 
+/// Waiters poll here (every 200 us): the word was marked contended by one.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn futex_wake_one(_: &AtomicU32) {}
+fn futex_wake_one(_: &AtomicU32) -> bool {
+    true
+}
 
 #[cfg(test)]
 mod tests {

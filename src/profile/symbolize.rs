@@ -491,10 +491,18 @@ fn trim_heap() {
 #[cfg(feature = "http")]
 pub(crate) fn function_at(addr: usize) -> Option<String> {
     let frames = Guard::run(|| {
-        with_cache(|cache| match cache.get(&addr) {
+        fork::install();
+        let g = SYMBOLS.lock.lock();
+        // SAFETY: we hold the lock, so no one else touches the cache.
+        let cache = unsafe { &*SYMBOLS.cache.get() };
+        let frames = match cache.get(&addr) {
             Some(f) => f.clone(),
             None => resolve_frames(addr),
-        })
+        };
+        // Called once per address in a loop: let a waiter (a snapshot for
+        // `/metrics`) in between lookups.
+        g.release_to_waiter();
+        frames
     });
     let name = &frames.last()?.function;
     (!name.starts_with("0x")).then(|| name.to_string())
