@@ -109,10 +109,15 @@ fn site_bytes(snap: &leakscope::Snapshot, name: &str) -> u64 {
         .sum()
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakscope-exports-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// `name` in a scratch directory of its own, removed when the returned
+/// guard is dropped.
+fn temp_path(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("leakscope-exports-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
 }
 
 /// `go tool pprof ARGS FILE` (see `common::go`).
@@ -146,7 +151,7 @@ fn pprof_top_names_the_leaking_function_with_its_bytes() {
         LEAKED,
         "the tracker itself is off"
     );
-    let path = temp_path("snapshot.pb.gz");
+    let (_scratch, path) = temp_path("snapshot.pb.gz");
     snap.write_pprof(std::fs::File::create(&path).unwrap())
         .unwrap();
 
@@ -194,7 +199,7 @@ fn pprof_drops_std_frames_only_at_the_leaf_end() {
         "expected std frames at the leaf: {:?}",
         site.frames()
     );
-    let path = temp_path("traces.pb.gz");
+    let (_scratch, path) = temp_path("traces.pb.gz");
     snap.write_pprof(std::fs::File::create(&path).unwrap())
         .unwrap();
     // `-traces` prints each sample's stack, innermost first, with inlined
@@ -233,7 +238,7 @@ fn pprof_drops_std_frames_only_at_the_leaf_end() {
 fn pprof_of_a_diff_has_growth_and_shrinkage() {
     let _s = serial();
     let diff = growth_diff();
-    let path = temp_path("diff.pb.gz");
+    let (_scratch, path) = temp_path("diff.pb.gz");
     diff.write_pprof(std::fs::File::create(&path).unwrap())
         .unwrap();
     let top = pprof(
@@ -265,7 +270,7 @@ fn pprof_of_a_diff_has_growth_and_shrinkage() {
 fn pprof_mappings_name_this_binary() {
     let _s = serial();
     leak();
-    let path = temp_path("mappings.pb.gz");
+    let (_scratch, path) = temp_path("mappings.pb.gz");
     leakscope::snapshot()
         .write_pprof(std::fs::File::create(&path).unwrap())
         .unwrap();

@@ -50,7 +50,7 @@ fn chromium(args: &[&str], url: &str) -> Output {
             "--disable-component-update",
             "--disable-sync",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)
         .output()

@@ -139,7 +139,7 @@ fn profiles_carry_gos_headers_and_metadata() {
             Some(format!("attachment; filename=\"{filename}\"").as_str()),
             "{path}"
         );
-        let file = dir.join(filename);
+        let file = dir.path().join(filename);
         std::fs::write(&file, &r.body).unwrap();
         let raw = pprof(&["-raw", file.to_str().unwrap()]);
         // Go's four sample types, in Go's order, default marked with [dflt].

@@ -168,7 +168,7 @@ fn prometheus_scrapes_bounded_site_series() {
     assert_eq!(series, TOP + 1, "{text}");
 
     let dir = temp_dir("prometheus");
-    let config = dir.join("prometheus.yml");
+    let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
         format!(
@@ -181,7 +181,7 @@ fn prometheus_scrapes_bounded_site_series() {
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
-            dir.join("data").display()
+            dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn")

@@ -93,9 +93,11 @@ fn two_tenants_by_label_and_go_pprof_tags() {
         "{sites:?}"
     );
 
-    let dir = std::env::temp_dir().join(format!("leakscope-labels-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("heap.pb.gz");
+    let dir = tempfile::Builder::new()
+        .prefix("leakscope-labels-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join("heap.pb.gz");
     now.write_pprof(std::fs::File::create(&path).unwrap())
         .unwrap();
     // Tenant `b` holds nothing live, so list the tags of what was allocated.
@@ -134,7 +136,6 @@ fn two_tenants_by_label_and_go_pprof_tags() {
     assert_eq!(flat_of(&a), Some((REQUESTS * BODY) as u64), "{a}");
     let b = top("b");
     assert_eq!(flat_of(&b), None, "tenant b holds nothing live:\n{b}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[inline(never)]

@@ -209,12 +209,13 @@ fn dump_leak_step(store: &mut Vec<Box<[u8]>>) {
 #[test]
 #[cfg(feature = "pprof")]
 fn dumps_on_new_highs_are_complete_and_bounded() {
-    let dir = common::http::temp_dir("dumps");
+    let scratch = common::http::temp_dir("dumps");
+    let dir = scratch.path();
     // Bad settings are errors, not silent no-ops.
     let bad = |c: MonitorConfig| Monitor::start(c).unwrap_err().to_string();
     assert!(
         bad(MonitorConfig::default()
-            .dump_dir(&dir)
+            .dump_dir(dir)
             .dump_near_limit(&[1.5])
             .memory_limit(1 << 30))
         .contains("(0, 1]")
@@ -233,7 +234,7 @@ fn dumps_on_new_highs_are_complete_and_bounded() {
         MonitorConfig::default()
             .interval(Duration::from_millis(100))
             .window(10)
-            .dump_dir(&dir)
+            .dump_dir(dir)
             .dump_on_new_high(32 * MIB as u64)
             .max_dumps(4),
     )
@@ -247,7 +248,7 @@ fn dumps_on_new_highs_are_complete_and_bounded() {
     // no dump is being written after this).
     thread::sleep(Duration::from_millis(250));
     monitor.stop();
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
+    let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
@@ -270,5 +271,4 @@ fn dumps_on_new_highs_are_complete_and_bounded() {
         assert!(first.contains("dump_leak_step"), "{d}: not on top:\n{top}");
     }
     black_box(&store);
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -192,6 +192,7 @@ impl MonitorConfig {
     ///     .max_dumps(8);
     /// let monitor = leakscope::Monitor::start(config)?;
     /// # drop(monitor);
+    /// # std::fs::remove_dir_all(&dir).ok();
     /// # Ok::<(), leakscope::Error>(())
     /// ```
     pub fn dump_dir(mut self, dir: impl Into<std::path::PathBuf>) -> MonitorConfig {

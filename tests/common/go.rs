@@ -9,12 +9,14 @@ use std::process::Command;
 /// and no local binaries to look for. Fails the test (never skips it) when Go
 /// is not installed, or when pprof fails.
 pub fn pprof(args: &[&str]) -> String {
-    let home = std::env::temp_dir().join(format!("leakscope-pprof-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&home);
+    let home = tempfile::Builder::new()
+        .prefix("leakscope-pprof-")
+        .tempdir()
+        .expect("a scratch directory for pprof");
     let out = Command::new("go")
         .args(["tool", "pprof"])
         .args(args)
-        .env("PPROF_TMPDIR", &home)
+        .env("PPROF_TMPDIR", home.path())
         .env("PPROF_BINARY_PATH", "/nonexistent")
         .output();
     let out = match out {

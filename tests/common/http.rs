@@ -107,12 +107,13 @@ pub fn require(program: &str, package: &str) {
     );
 }
 
-/// A fresh empty directory under the system temp dir.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("leakscope-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh empty directory under the system temp dir, removed with all it
+/// holds when dropped (so runs of the tests leave nothing behind).
+pub fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("leakscope-{name}-"))
+        .tempdir()
+        .expect("a scratch directory under the system temp dir")
 }
 
 /// A chunked body (other servers' answers, e.g. Prometheus's API) decoded.
