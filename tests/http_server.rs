@@ -240,6 +240,13 @@ fn stalled_clients_do_not_block_the_others() {
     server.stop();
 }
 
+/// Stops `server`, which must take less than `limit`.
+fn stop_within(server: leakscope::http::Server, limit: Duration) {
+    let t = Instant::now();
+    server.stop();
+    assert!(t.elapsed() < limit, "stop took {:?}", t.elapsed());
+}
+
 fn refused(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err()
 }
@@ -256,13 +263,7 @@ fn one_delta_per_client_and_prompt_stop() {
     let r = get(addr, "/debug/pprof/allocs?seconds=2");
     assert_go_error(&r, 429, "second delta from one client");
 
-    let t = Instant::now();
-    server.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "stop took {:?}",
-        t.elapsed()
-    );
+    stop_within(server, Duration::from_secs(3));
     assert!(refused(addr), "still accepting after stop");
     // The delta in progress was ended with a reason, not left hanging.
     let r = long.join().unwrap();
@@ -325,13 +326,7 @@ fn a_client_that_hangs_up_frees_its_delta() {
         "took {:?}",
         t.elapsed()
     );
-    let t = Instant::now();
-    server.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "stop took {:?}",
-        t.elapsed()
-    );
+    stop_within(server, Duration::from_secs(3));
 }
 
 /// The server's threads are named, so `top -H` and `/proc/<pid>/task` tell

@@ -19,6 +19,7 @@
 //! targets without futexes, waiters back off with short sleeps instead.
 
 use std::sync::atomic::{AtomicU32, Ordering::*};
+#[cfg(feature = "http")]
 use std::time::{Duration, Instant};
 
 pub(crate) struct BlockingLock(AtomicU32);
@@ -30,6 +31,7 @@ const CONTENDED: u32 = 2;
 /// How long [`BlockingLock::release_to_waiter`] leaves the lock to the
 /// waiter it woke (a wake-up takes tens of microseconds on an idle core;
 /// a loaded machine may take longer, and then the releaser goes on).
+#[cfg(feature = "http")]
 const HANDOFF_WAIT: Duration = Duration::from_millis(5);
 
 impl BlockingLock {
@@ -91,6 +93,7 @@ impl BlockingLock {
     /// seconds): the lock is not fair, and such a thread takes it back
     /// before the woken waiter has run, for as long as its loop lasts (the
     /// endpoint's `/metrics` waited 2 to 5 s behind two symbol requests).
+    #[cfg(feature = "http")]
     pub(crate) fn release_to_waiter(&self) {
         if self.0.swap(FREE, Release) == CONTENDED && futex_wake_one(&self.0) {
             let deadline = Instant::now() + HANDOFF_WAIT;
@@ -112,6 +115,7 @@ pub(crate) struct BlockingGuard<'a>(&'a BlockingLock);
 
 impl BlockingGuard<'_> {
     /// Releases the lock as [`BlockingLock::release_to_waiter`] does.
+    #[cfg(feature = "http")]
     pub(crate) fn release_to_waiter(self) {
         let lock = self.0;
         std::mem::forget(self);

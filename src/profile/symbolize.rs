@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
-use super::lock::BlockingLock;
+use super::lock::{BlockingGuard, BlockingLock};
 use super::names::{is_short, name_frames, refine_symbol};
 use crate::recorder::{Guard, OTHER_FRAME};
 
@@ -76,10 +76,21 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 
 /// Runs `f` on the cache with the lock held (and the fork handlers in place).
 fn with_cache<R>(f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R) -> R {
+    with_cache_then(f, drop)
+}
+
+/// [`with_cache`], releasing the lock with `release` (a plain drop, or a
+/// hand-off to a waiter).
+fn with_cache_then<R>(
+    f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R,
+    release: impl FnOnce(BlockingGuard<'static>),
+) -> R {
     fork::install();
-    let _g = SYMBOLS.lock.lock();
+    let g = SYMBOLS.lock.lock();
     // SAFETY: we hold the lock, so no one else touches the cache.
-    f(unsafe { &mut *SYMBOLS.cache.get() })
+    let r = f(unsafe { &mut *SYMBOLS.cache.get() });
+    release(g);
+    r
 }
 
 #[cfg(unix)]
@@ -491,18 +502,15 @@ fn trim_heap() {
 #[cfg(feature = "http")]
 pub(crate) fn function_at(addr: usize) -> Option<String> {
     let frames = Guard::run(|| {
-        fork::install();
-        let g = SYMBOLS.lock.lock();
-        // SAFETY: we hold the lock, so no one else touches the cache.
-        let cache = unsafe { &*SYMBOLS.cache.get() };
-        let frames = match cache.get(&addr) {
-            Some(f) => f.clone(),
-            None => resolve_frames(addr),
-        };
-        // Called once per address in a loop: let a waiter (a snapshot for
-        // `/metrics`) in between lookups.
-        g.release_to_waiter();
-        frames
+        // Called once per address in a loop: the lock goes to a waiter (a
+        // snapshot for `/metrics`) between two lookups.
+        with_cache_then(
+            |cache| match cache.get(&addr) {
+                Some(f) => f.clone(),
+                None => resolve_frames(addr),
+            },
+            BlockingGuard::release_to_waiter,
+        )
     });
     let name = &frames.last()?.function;
     (!name.starts_with("0x")).then(|| name.to_string())
