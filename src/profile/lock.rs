@@ -17,9 +17,13 @@
 //! (private futexes are keyed by address space). Never used on the
 //! allocation path: waiting is a system call that parks the thread. On
 //! targets without futexes, waiters back off with short sleeps instead.
+//!
+//! A guard's release hands the lock to the waiter it wakes (see
+//! [`BlockingLock::release_to_waiter`]): the query side takes it once per
+//! address in loops lasting seconds, and without the hand-off such a loop
+//! takes it back before the woken waiter runs.
 
 use std::sync::atomic::{AtomicU32, Ordering::*};
-#[cfg(feature = "http")]
 use std::time::{Duration, Instant};
 
 pub(crate) struct BlockingLock(AtomicU32);
@@ -31,7 +35,6 @@ const CONTENDED: u32 = 2;
 /// How long [`BlockingLock::release_to_waiter`] leaves the lock to the
 /// waiter it woke (a wake-up takes tens of microseconds on an idle core;
 /// a loaded machine may take longer, and then the releaser goes on).
-#[cfg(feature = "http")]
 const HANDOFF_WAIT: Duration = Duration::from_millis(5);
 
 impl BlockingLock {
@@ -89,11 +92,11 @@ impl BlockingLock {
     /// [`HANDOFF_WAIT`] to take it before returning.
     ///
     /// For a thread that takes the lock again at once, in a loop of short
-    /// holds (the symbol service's lookups, one per address for up to
-    /// seconds): the lock is not fair, and such a thread takes it back
-    /// before the woken waiter has run, for as long as its loop lasts (the
-    /// endpoint's `/metrics` waited 2 to 5 s behind two symbol requests).
-    #[cfg(feature = "http")]
+    /// holds (a snapshot's or the symbol service's lookups, one per address
+    /// for up to seconds): the lock is not fair, and such a thread takes it
+    /// back before the woken waiter has run, for as long as its loop lasts
+    /// (the endpoint's `/metrics` waited 2 to 5 s behind two symbol
+    /// requests). Uncontended, it is a plain release.
     pub(crate) fn release_to_waiter(&self) {
         if self.0.swap(FREE, Release) == CONTENDED && futex_wake_one(&self.0) {
             let deadline = Instant::now() + HANDOFF_WAIT;
@@ -113,19 +116,9 @@ impl BlockingLock {
 /// Holds a [`BlockingLock`] until dropped.
 pub(crate) struct BlockingGuard<'a>(&'a BlockingLock);
 
-impl BlockingGuard<'_> {
-    /// Releases the lock as [`BlockingLock::release_to_waiter`] does.
-    #[cfg(feature = "http")]
-    pub(crate) fn release_to_waiter(self) {
-        let lock = self.0;
-        std::mem::forget(self);
-        lock.release_to_waiter();
-    }
-}
-
 impl Drop for BlockingGuard<'_> {
     fn drop(&mut self) {
-        self.0.release();
+        self.0.release_to_waiter();
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use once_cell::sync::OnceCell;
 
 use super::frame::{Frame, is_tracker};
-use super::lock::{BlockingGuard, BlockingLock};
+use super::lock::BlockingLock;
 use super::names::{is_short, name_frames, refine_symbol};
 use crate::recorder::{Guard, OTHER_FRAME};
 
@@ -57,7 +57,9 @@ fn is_alloc_shim(name: &str) -> bool {
 /// recorder lock is ever held while waiting for it.
 ///
 /// A blocking lock (`profile/lock.rs`), not a spin lock: it is held for whole
-/// symbolizations, so waiters sleep.
+/// symbolizations, so waiters sleep; taken once per address, it is handed to
+/// a waiter between two (a snapshot for `/metrics` does not wait behind a
+/// five-second symbol request, nor the other way round).
 struct Symbols {
     lock: BlockingLock,
     cache: UnsafeCell<BTreeMap<usize, Arc<[Frame]>>>,
@@ -76,21 +78,10 @@ static FORKED: AtomicBool = AtomicBool::new(false);
 
 /// Runs `f` on the cache with the lock held (and the fork handlers in place).
 fn with_cache<R>(f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R) -> R {
-    with_cache_then(f, drop)
-}
-
-/// [`with_cache`], releasing the lock with `release` (a plain drop, or a
-/// hand-off to a waiter).
-fn with_cache_then<R>(
-    f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R,
-    release: impl FnOnce(BlockingGuard<'static>),
-) -> R {
     fork::install();
-    let g = SYMBOLS.lock.lock();
+    let _g = SYMBOLS.lock.lock();
     // SAFETY: we hold the lock, so no one else touches the cache.
-    let r = f(unsafe { &mut *SYMBOLS.cache.get() });
-    release(g);
-    r
+    f(unsafe { &mut *SYMBOLS.cache.get() })
 }
 
 #[cfg(unix)]
@@ -502,15 +493,10 @@ fn trim_heap() {
 #[cfg(feature = "http")]
 pub(crate) fn function_at(addr: usize) -> Option<String> {
     let frames = Guard::run(|| {
-        // Called once per address in a loop: the lock goes to a waiter (a
-        // snapshot for `/metrics`) between two lookups.
-        with_cache_then(
-            |cache| match cache.get(&addr) {
-                Some(f) => f.clone(),
-                None => resolve_frames(addr),
-            },
-            BlockingGuard::release_to_waiter,
-        )
+        with_cache(|cache| match cache.get(&addr) {
+            Some(f) => f.clone(),
+            None => resolve_frames(addr),
+        })
     });
     let name = &frames.last()?.function;
     (!name.starts_with("0x")).then(|| name.to_string())
