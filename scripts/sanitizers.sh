@@ -86,7 +86,7 @@ asan() {
     # child stays hung however long it is given).
     ASAN_OPTIONS="$opts:quarantine_size_mb=0" LEAKSCOPE_FORK_DEADLINE_SECS=30 \
         cargo test --target "$TARGET" --target-dir "$dir" \
-        --test fork_exact --test fork_sampled
+        --test fork_exact --test fork_sampled --test fork_first_report
     # The README's main example, checked as scripts/test.sh checks it (in
     # the dev profile, already built above: an ASan release build of every
     # dependency would add minutes for the same check).

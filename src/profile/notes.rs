@@ -2,8 +2,7 @@
 //! `Unwinder::FramePointers` had to fall back to `backtrace`, and whether the
 //! binary has symbols at all. Query time only.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::recorder::{self, Guard};
 
@@ -40,19 +39,32 @@ pub(crate) fn frame_pointers_missing() -> bool {
 /// allocator) has symbols: a function of ours resolves to a name. False for
 /// a stripped binary whose debug information is nowhere to be found, whose
 /// frames then all show as addresses. Looked up once per process.
+///
+/// Not a `OnceLock`: a thread that forks while another one is inside its
+/// initialiser (loading debug info takes tens of milliseconds, and the
+/// symbol lock is handed to the forking thread between two holds) leaves
+/// the child a `OnceLock` that stays "running" for ever, and the child's
+/// first report waited on it for ever. Two threads that ask at once both
+/// look it up, which costs time only.
 pub(crate) fn binary_has_symbols() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        Guard::run(|| {
-            let mut named = false;
-            // `resolve` takes a return address and looks up the byte before
-            // it: one past our first byte lands inside this function.
-            let probe = (binary_has_symbols as *const () as usize + 1) as *mut std::ffi::c_void;
-            super::symbolize::resolve_symbols(probe as usize, &mut |sym| {
-                named |= sym.name().is_some()
-            });
-            super::symbolize::release_symbolizer();
-            named
-        })
-    })
+    const UNKNOWN: u8 = 0;
+    const NO: u8 = 1;
+    const YES: u8 = 2;
+    static HAS: AtomicU8 = AtomicU8::new(UNKNOWN);
+    match HAS.load(Ordering::Relaxed) {
+        NO => return false,
+        YES => return true,
+        _ => {}
+    }
+    let named = Guard::run(|| {
+        let mut named = false;
+        // `resolve` takes a return address and looks up the byte before
+        // it: one past our first byte lands inside this function.
+        let probe = (binary_has_symbols as *const () as usize + 1) as *mut std::ffi::c_void;
+        super::symbolize::resolve_symbols(probe as usize, &mut |sym| named |= sym.name().is_some());
+        super::symbolize::release_symbolizer();
+        named
+    });
+    HAS.store(if named { YES } else { NO }, Ordering::Relaxed);
+    named
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use once_cell::sync::OnceCell;
+use once_cell::race::OnceBox;
 
 use super::frame::{Frame, is_tracker};
 use super::lock::BlockingLock;
@@ -245,7 +245,13 @@ fn symbol_path(last: &str, addr: usize) -> Option<String> {
 #[derive(Clone, Debug)]
 pub(crate) struct SiteStack {
     addrs: Arc<[usize]>,
-    frames: Arc<OnceCell<Arc<[Frame]>>>,
+    /// Not a blocking `OnceCell`: a fork while another thread symbolizes
+    /// this stack would leave the child a cell that stays "being
+    /// initialised" for ever (the symbol lock is released between
+    /// addresses, so the fork handlers do not wait for the whole stack).
+    /// Two threads that symbolize it at once both do, and one result is
+    /// kept: time, never a wait.
+    frames: Arc<OnceBox<Arc<[Frame]>>>,
     /// The site's label set (`labels::LabelSet`, spelled out here so this
     /// file does not import `labels`, which imports it): part of what a site
     /// is, so it travels with the stack into `Site`, `SiteDelta`, `Suspect`.
@@ -256,7 +262,7 @@ impl SiteStack {
     pub(crate) fn new(addrs: Arc<[usize]>) -> SiteStack {
         SiteStack {
             addrs,
-            frames: Arc::new(OnceCell::new()),
+            frames: Arc::new(OnceBox::new()),
             labels: Arc::from(Vec::new()),
         }
     }
@@ -278,7 +284,9 @@ impl SiteStack {
 
     /// The symbolized, trimmed frames (see [`symbolize`]).
     pub(crate) fn frames(&self) -> &[Frame] {
-        self.frames.get_or_init(|| symbolize(&self.addrs))
+        // The box is the tracker's, not the program's: under the guard.
+        self.frames
+            .get_or_init(|| Guard::run(|| Box::new(symbolize(&self.addrs))))
     }
 
     /// The frames, as [`frames`](Self::frames), but without keeping them
