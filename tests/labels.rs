@@ -360,3 +360,39 @@ fn dashboard_has_a_table_per_label_key_with_growth() {
     monitor.stop();
     drop(kept);
 }
+
+/// Keeps a large block (so its site is among a report's top rows).
+#[inline(never)]
+fn keep_for_table() -> Vec<u8> {
+    black_box(vec![0xcd_u8; 4 << 20])
+}
+
+#[test]
+fn the_text_tables_name_each_rows_labels() {
+    let _s = serial();
+    let base = leakscope::snapshot();
+    let kept: Vec<Vec<u8>> = ["x", "y"]
+        .iter()
+        .map(|v| leakscope::with_labels(&[("table", v)], keep_for_table))
+        .collect();
+    let now = leakscope::snapshot();
+    // The rows of `keep_for_table` in each table: one per tenant, each with
+    // its site's label set in the table's `labels` column (not only in the
+    // stacks below it).
+    for text in [now.to_string(), now.diff(&base).to_string()] {
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.contains("function"))
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert!(table[0].trim_end().ends_with("labels"), "{text}");
+        let mut cells: Vec<&str> = table
+            .iter()
+            .filter(|l| l.contains("keep_for_table"))
+            .map(|l| l.split_whitespace().last().unwrap())
+            .collect();
+        cells.sort();
+        assert_eq!(cells, ["table=x", "table=y"], "{text}");
+    }
+    drop(kept);
+}

@@ -197,6 +197,52 @@ pub(crate) fn labels_suffix(labels: &[(String, String)]) -> String {
     labels.iter().map(|(k, v)| format!(", {k}={v}")).collect()
 }
 
+/// The table's last columns: the owner's location and, when any row has
+/// labels, the site's label set, so that two rows of one line of code for
+/// two tenants are told apart in the table itself.
+struct LastColumns {
+    location_width: usize,
+    labelled: bool,
+}
+
+impl LastColumns {
+    fn of<'a>(rows: impl Iterator<Item = (&'a [Frame], &'a [(String, String)])>) -> LastColumns {
+        let mut last = LastColumns {
+            location_width: "location".len(),
+            labelled: false,
+        };
+        for (frames, labels) in rows {
+            last.labelled |= !labels.is_empty();
+            last.location_width = last
+                .location_width
+                .max(owner_location(frames).chars().count());
+        }
+        last
+    }
+
+    fn header(&self) -> String {
+        if self.labelled {
+            format!("{:<w$}  labels", "location", w = self.location_width)
+        } else {
+            "location".to_string()
+        }
+    }
+
+    fn cells(&self, frames: &[Frame], labels: &[(String, String)]) -> String {
+        let location = owner_location(frames);
+        if self.labelled {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!(
+                "{location:<w$}  {}",
+                labels.join(","),
+                w = self.location_width
+            )
+        } else {
+            location
+        }
+    }
+}
+
 /// Width of the function column: the longest name shown, within bounds (a
 /// long generic name pushes the location out rather than wrapping the table).
 fn name_width<'a>(stacks: impl Iterator<Item = &'a [Frame]>) -> usize {
@@ -262,17 +308,30 @@ impl Snapshot {
             .take(TOP)
             .collect();
         let width = name_width(top.iter().map(|s| s.frames()));
+        let last = LastColumns::of(top.iter().map(|s| (s.frames(), s.labels())));
         if sampled {
             writeln!(
                 f,
-                "{:>12} {:>11} {:>8} {:>7} {:>7} {:>10}  {:<width$}  location",
-                "live", "±95%", "samples", "live%", "sum%", "allocs", "function"
+                "{:>12} {:>11} {:>8} {:>7} {:>7} {:>10}  {:<width$}  {}",
+                "live",
+                "±95%",
+                "samples",
+                "live%",
+                "sum%",
+                "allocs",
+                "function",
+                last.header()
             )?;
         } else {
             writeln!(
                 f,
-                "{:>12} {:>7} {:>7} {:>10}  {:<width$}  location",
-                "live", "live%", "sum%", "allocs", "function"
+                "{:>12} {:>7} {:>7} {:>10}  {:<width$}  {}",
+                "live",
+                "live%",
+                "sum%",
+                "allocs",
+                "function",
+                last.header()
             )?;
         }
         let total = self.live_bytes().max(1) as f64;
@@ -296,7 +355,7 @@ impl Snapshot {
                 100.0 * sum as f64 / total,
                 s.live_allocs(),
                 shown_name(s.frames(), f.alternate()),
-                owner_location(s.frames()),
+                last.cells(s.frames(), s.labels()),
             )?;
         }
         for (i, s) in top.iter().enumerate() {
@@ -358,17 +417,28 @@ impl Diff {
             .take(TOP)
             .collect();
         let width = name_width(top.iter().map(|d| d.frames()));
+        let last = LastColumns::of(top.iter().map(|d| (d.frames(), d.labels())));
         if sampled {
             writeln!(
                 f,
-                "{:>13} {:>11} {:>5} {:>12} {:>11}  {:<width$}  location",
-                "live change", "±95%", "", "live now", "allocs", "function"
+                "{:>13} {:>11} {:>5} {:>12} {:>11}  {:<width$}  {}",
+                "live change",
+                "±95%",
+                "",
+                "live now",
+                "allocs",
+                "function",
+                last.header()
             )?;
         } else {
             writeln!(
                 f,
-                "{:>13} {:>12} {:>11}  {:<width$}  location",
-                "live change", "live now", "allocs", "function"
+                "{:>13} {:>12} {:>11}  {:<width$}  {}",
+                "live change",
+                "live now",
+                "allocs",
+                "function",
+                last.header()
             )?;
         }
         for d in &top {
@@ -394,7 +464,7 @@ impl Diff {
                 human(d.live_bytes() as f64),
                 d.live_allocs_delta(),
                 shown_name(d.frames(), f.alternate()),
-                owner_location(d.frames()),
+                last.cells(d.frames(), d.labels()),
             )?;
         }
         for (i, d) in top.iter().enumerate() {
