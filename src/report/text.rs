@@ -230,7 +230,7 @@ impl LastColumns {
 
     fn cells(&self, frames: &[Frame], labels: &[(String, String)]) -> String {
         let location = owner_location(frames);
-        if self.labelled {
+        if self.labelled && !labels.is_empty() {
             let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!(
                 "{location:<w$}  {}",
