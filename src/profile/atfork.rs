@@ -2,7 +2,7 @@
 //! cannot hang a forked child.
 //!
 //! A `std::sync::Once` is not enough on its own: glibc's `pthread_atfork`
-//! waits while another thread is inside `fork`, so a parent thread that was
+//! waits while another thread's `fork` holds the handler list, so a parent thread that was
 //! registering (inside `call_once`) when another thread forked is copied
 //! into the child as a `Once` that stays "running" for ever, with no thread
 //! left to finish it, and the child's first query would wait on it for ever
@@ -10,6 +10,10 @@
 //! The recorder's [`ForkOnce`] names the registering thread instead, and
 //! never waits for one that is not alive in the caller's process; each set's
 //! `child` handler tells it that the set came along into the child.
+//!
+//! Registering lazily is not enough either (glibc runs no handler of a set
+//! registered while the fork was already running the others' `prepare`):
+//! `startup` registers every set before `main`.
 
 use crate::recorder::ForkOnce;
 

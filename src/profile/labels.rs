@@ -110,6 +110,13 @@ fn with_table<R>(f: impl FnOnce(&mut Table) -> R) -> R {
     })
 }
 
+/// Registers the label table's fork handlers (once per process): at its
+/// first use, and before `main` (`startup`).
+#[cfg(unix)]
+pub(super) fn install_fork_handlers() {
+    fork::install();
+}
+
 #[cfg(unix)]
 mod fork {
 

@@ -14,6 +14,8 @@ mod names;
 mod notes;
 mod site;
 mod snapshot;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod startup;
 mod symbolize;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod symtab;

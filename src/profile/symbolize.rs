@@ -84,6 +84,13 @@ fn with_cache<R>(f: impl FnOnce(&mut BTreeMap<usize, Arc<[Frame]>>) -> R) -> R {
     f(unsafe { &mut *SYMBOLS.cache.get() })
 }
 
+/// Registers the symbol cache's fork handlers (once per process): at its
+/// first use, and before `main` (`startup`).
+#[cfg(unix)]
+pub(super) fn install_fork_handlers() {
+    fork::install();
+}
+
 #[cfg(unix)]
 mod fork {
     use std::sync::atomic::Ordering::Relaxed;
