@@ -194,7 +194,17 @@ pub(crate) fn mode(interval: u64) -> String {
 /// `, tenant=a, route=/x` for a labelled site's stack header, `""` without
 /// labels (see `with_labels`).
 pub(crate) fn labels_suffix(labels: &[(String, String)]) -> String {
-    labels.iter().map(|(k, v)| format!(", {k}={v}")).collect()
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!(", {}", labels_joined(labels, ", "))
+    }
+}
+
+/// A label set as `k=v` pairs joined by `sep`.
+fn labels_joined(labels: &[(String, String)], sep: &str) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(sep)
 }
 
 /// The table's last columns: the owner's location and, when any row has
@@ -231,12 +241,9 @@ impl LastColumns {
     fn cells(&self, frames: &[Frame], labels: &[(String, String)]) -> String {
         let location = owner_location(frames);
         if self.labelled && !labels.is_empty() {
-            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            format!(
-                "{location:<w$}  {}",
-                labels.join(","),
-                w = self.location_width
-            )
+            // No spaces: the column stays one word for `awk` and friends.
+            let labels = labels_joined(labels, ",");
+            format!("{location:<w$}  {labels}", w = self.location_width)
         } else {
             location
         }
