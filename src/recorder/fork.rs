@@ -74,6 +74,10 @@ extern "C" fn prepare() {
     super::clock::init();
     let busy = STATE.try_with(|s| s.busy.replace(true)).unwrap_or(true);
     WAS_BUSY.store(busy as usize, Relaxed);
+    // No parent thread inside the dynamic loader's lock at the fork (the
+    // child's symbolizer takes it): before any lock, as a thread in there
+    // holds none of ours.
+    super::stack::fork_prepare();
     // The lock order (ARCHITECTURE.md). No lock is held while another is
     // taken, so any order would do; this one keeps it written down once.
     super::book::lock_pool();
@@ -85,6 +89,7 @@ extern "C" fn prepare() {
 
 #[cfg(unix)]
 extern "C" fn parent() {
+    super::stack::fork_parent();
     sync::forget_holder();
     super::book::unlock_lists();
     super::registry::unlock();

@@ -202,6 +202,19 @@ fn dwarf_walk(stack: &mut Stack) {
     }
 }
 
+/// Called by the recorder's `fork` prepare handler before it takes a lock:
+/// waits until no thread is asking the dynamic loader about a frame, and
+/// keeps new ones from asking until [`fork_parent`] or [`forked`] (see
+/// `stack_dwarf.rs`).
+pub(super) fn fork_prepare() {
+    dwarf::fork_prepare();
+}
+
+/// Called by the recorder's `fork` parent handler.
+pub(super) fn fork_parent() {
+    dwarf::fork_parent();
+}
+
 /// Called by the recorder's `fork` child handler: from now on the cached
 /// DWARF walk asks the platform unwinder about frames it has not cached yet
 /// (see `stack_dwarf.rs`).
